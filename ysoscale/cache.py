@@ -1,0 +1,117 @@
+"""Where ysoscale keeps the stores it builds, and how it knows they are current.
+
+Built products (the converted spectral grid, the photometry grid, the isochrone grid)
+live in one cache directory, by default the user's cache directory from
+:mod:`platformdirs`; set ``YSOSCALE_CACHE_DIR`` to put them elsewhere (a shared
+project directory on HPC, a temporary directory in tests).
+
+A store records the content hash of everything it was built from in its
+``content_hash`` attribute. :func:`cached_zarr` rebuilds a store only when that hash
+changes, so a second build with the same inputs is a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import platformdirs
+import xarray as xr
+
+CACHE_ENV = "YSOSCALE_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Return (and create) the directory that holds ysoscale's built stores.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> os.environ["YSOSCALE_CACHE_DIR"] = tempfile.mkdtemp()
+    >>> cache_dir().is_dir()
+    True
+    """
+    root = os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("ysoscale")
+    path = Path(root).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def content_hash(*parts: Any) -> str:
+    """Return a sha256 hex digest of ``parts`` (arrays, strings, numbers, dicts).
+
+    Arrays are hashed by dtype, shape and bytes; other objects through their JSON
+    form with sorted keys, so equal inputs always give the same digest.
+
+    Examples
+    --------
+    >>> content_hash(np.arange(3), "g23") == content_hash(np.arange(3), "g23")
+    True
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            arr = np.ascontiguousarray(part)
+            digest.update(f"{arr.dtype.str}{arr.shape}".encode())
+            digest.update(arr.tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Return the sha256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stored_hash(path: Path) -> str | None:
+    """Return the ``content_hash`` attr of the zarr store at ``path``, or None."""
+    if not path.exists():
+        return None
+    try:
+        with xr.open_zarr(path) as ds:
+            return ds.attrs.get("content_hash")
+    except Exception:  # a half-written or foreign store is simply not current
+        return None
+
+
+def cached_zarr(
+    path: Path,
+    expected_hash: str,
+    build: Callable[[], xr.Dataset],
+    *,
+    force: bool = False,
+) -> tuple[xr.Dataset, bool]:
+    """Open the store at ``path`` if current, else ``build()`` it and write it there.
+
+    The new store is written next to the old one and moved into place only when
+    complete, so an interrupted build never leaves a store that looks current.
+
+    Returns
+    -------
+    dataset, built
+        The dataset loaded into memory, and whether it was (re)built.
+    """
+    if not force and stored_hash(path) == expected_hash:
+        with xr.open_zarr(path) as ds:
+            return ds.load(), False
+    dataset = build()
+    dataset.attrs["content_hash"] = expected_hash
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    dataset.to_zarr(tmp, mode="w", consolidated=True)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return dataset, True

@@ -1,0 +1,160 @@
+"""The ``ysoscale`` command line: parses arguments and calls the API, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _cmd_bands(args: argparse.Namespace) -> int:
+    from ysoscale.physics.passbands import BAND_LIST_VERSION, get_bands
+
+    bands = [band.describe() for band in get_bands(args.bands or None)]
+    if args.json:
+        print(json.dumps({"band_list_version": BAND_LIST_VERSION, "bands": bands}, indent=2))
+    else:
+        for band in bands:
+            print(
+                f"{band['id']:<13} {band['survey']:<10} {band['system']:<5} "
+                f"{band['pivot_wavelength_aa']:>10.1f} Å  {band['source_package']}"
+            )
+    return 0
+
+
+def _cmd_grid_build(args: argparse.Namespace) -> int:
+    from ysoscale.cluster import connect
+    from ysoscale.physics.isochrones import load_isochrone_grid
+    from ysoscale.physics.photometry import (
+        PhotometryGridSpec,
+        load_photometry_grid,
+        photometry_grid_path,
+    )
+
+    spec = PhotometryGridSpec(library=args.library, law=args.law)
+    if args.workers:
+        with connect(workers=args.workers) as client:
+            grid, built = load_photometry_grid(spec, force=args.force, client=client)
+    else:
+        grid, built = load_photometry_grid(spec, force=args.force)
+    state = "built" if built else "up to date (content hash unchanged)"
+    print(f"photometry grid {state}: {photometry_grid_path(spec)}  {dict(grid.sizes)}")
+    isochrones = load_isochrone_grid(force=args.force)
+    print(f"isochrone grid ready: {dict(isochrones.sizes)}")
+    return 0
+
+
+def _cmd_photometry(args: argparse.Namespace) -> int:
+    from ysoscale.physics.forward import ForwardModel
+    from ysoscale.physics.passbands import BAND_IDS, validate_band_ids
+
+    bands = validate_band_ids(args.bands) if args.bands else BAND_IDS
+    physical = args.mass is not None or args.age_myr is not None
+    model = ForwardModel.default(bands=bands, with_isochrones=physical, progress=True)
+    disk = {}
+    if args.disk_frac is not None:
+        disk = {"disk_frac": args.disk_frac, "disk_temp": args.disk_temp}
+    if physical:
+        if args.mass is None or args.age_myr is None:
+            raise SystemExit("--mass and --age-myr go together")
+        import math
+
+        result = model.physical(
+            math.log10(args.mass),
+            math.log10(args.age_myr * 1e6),
+            args.mh,
+            args.distance,
+            args.av,
+            args.rv,
+            **disk,
+        )
+    else:
+        missing = [n for n in ("teff", "logg", "radius") if getattr(args, n) is None]
+        if missing:
+            raise SystemExit(f"give --{' --'.join(missing)} (or --mass and --age-myr)")
+        result = model.atmospheric(
+            args.teff, args.logg, args.mh, args.av, args.rv, args.radius, args.distance, **disk
+        )
+    out = {
+        "magnitudes": {b: round(float(m), 4) for b, m in zip(bands, result.mag[0], strict=True)},
+        "valid": bool(result.valid[0]),
+        "model_weight": round(float(result.model_weight[0]), 4),
+    }
+    if physical:
+        out["derived"] = {
+            "teff": round(float(result.teff[0]), 1),
+            "logg": round(float(result.logg[0]), 3),
+            "log10_lum": round(float(result.log10_lum[0]), 3),
+            "radius": round(float(result.radius[0]), 4),
+        }
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for band, mag in out["magnitudes"].items():
+            print(f"{band:<13} {mag:8.3f}")
+        if not out["valid"]:
+            print("warning: outside the model grids or on filled grid nodes", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ysoscale.demo import run_demo
+
+    run_demo(args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and documentation)."""
+    parser = argparse.ArgumentParser(prog="ysoscale", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bands = sub.add_parser("bands", help="list the canonical bands")
+    bands.add_argument("--json", action="store_true")
+    bands.add_argument("--bands", help="comma-separated subset")
+    bands.set_defaults(func=_cmd_bands)
+
+    grid = sub.add_parser("grid", help="model grids")
+    grid_sub = grid.add_subparsers(dest="grid_command", required=True)
+    build = grid_sub.add_parser("build", help="build the photometry and isochrone grids")
+    build.add_argument("--workers", type=int, default=0, help="Dask LocalCluster workers")
+    build.add_argument("--library", default="btsettl", help="SEDFit spectral library")
+    build.add_argument("--law", default="G23", help="extinction law: G23, F99 or CCM89")
+    build.add_argument("--force", action="store_true", help="rebuild even if current")
+    build.set_defaults(func=_cmd_grid_build)
+
+    phot = sub.add_parser("photometry", help="magnitudes of one star")
+    phot.add_argument("--teff", type=float, help="K")
+    phot.add_argument("--logg", type=float, help="dex (cgs)")
+    phot.add_argument("--radius", type=float, help="R_sun")
+    phot.add_argument("--mass", type=float, help="M_sun (with --age-myr: physical path)")
+    phot.add_argument("--age-myr", type=float, help="Myr")
+    phot.add_argument("--mh", type=float, default=0.0, help="[M/H], dex")
+    phot.add_argument("--distance", type=float, default=10.0, help="pc")
+    phot.add_argument("--av", type=float, default=0.0, help="A_V, mag")
+    phot.add_argument("--rv", type=float, default=3.1)
+    phot.add_argument("--disk-frac", type=float, help="L_disk / L_star")
+    phot.add_argument("--disk-temp", type=float, default=800.0, help="K")
+    phot.add_argument("--bands", help="comma-separated band ids (default all)")
+    phot.add_argument("--json", action="store_true")
+    phot.set_defaults(func=_cmd_photometry)
+
+    demo = sub.add_parser("demo", help="the main job on the embedded default")
+    demo.add_argument("--out", default="ysoscale_demo", help="output directory")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ysoscale`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValueError as error:
+        print(f"ysoscale: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The one place that creates or connects to a Dask cluster.
+
+``connect(workers=N)`` starts a LocalCluster with N single-threaded worker processes on
+this machine; ``connect(scheduler="tcp://host:8786")`` joins an existing cluster (one
+started by dask-jobqueue or dask-kubernetes from ``deploy/``). GPU clusters
+(dask-cuda's LocalCUDACluster) are imported lazily, only when asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+from distributed import Client
+
+
+@contextlib.contextmanager
+def connect(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    *,
+    gpu: bool = False,
+    memory_limit: str = "auto",
+) -> Iterator[Client]:
+    """Yield a ``distributed.Client``; a local cluster is closed on exit.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes of a new LocalCluster (default: one per core).
+    scheduler : str, optional
+        Address of a running scheduler; takes precedence over ``workers``.
+    gpu : bool
+        Start a LocalCUDACluster (one worker per GPU) instead; needs ``ysoscale[gpu]``.
+
+    Examples
+    --------
+    >>> with connect(workers=1) as client:  # doctest: +SKIP
+    ...     client.submit(sum, [1, 2]).result()
+    3
+    """
+    if scheduler:
+        client = Client(scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    if gpu:
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError as error:  # pragma: no cover - needs the gpu extra
+            raise RuntimeError("--gpu needs the GPU extra: pip install 'ysoscale[gpu]'") from error
+        cluster = LocalCUDACluster()
+    else:
+        from distributed import LocalCluster
+
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=":0",
+        )
+    client = Client(cluster)
+    print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
