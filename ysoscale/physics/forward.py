@@ -166,7 +166,7 @@ class ForwardModel(torch.nn.Module):
         grid = photometry_grid.isel(band=columns)
 
         def buffer(values: np.ndarray) -> torch.Tensor:
-            array = np.ascontiguousarray(values, dtype=np.float64)
+            array = np.array(values, dtype=np.float64, order="C")  # owned, writable copy
             return torch.as_tensor(array, dtype=dtype).contiguous()
 
         self.register_buffer("log_teff_nodes", buffer(np.log10(grid.teff.values)))

@@ -56,7 +56,7 @@ import xarray as xr
 
 from ysoscale.cache import cache_dir, cached_zarr, content_hash, file_sha256
 
-CONVERSION_VERSION = 2
+CONVERSION_VERSION = 4
 ENERGY_TOLERANCE = 0.9
 """A computed model whose ∫F_λ dλ is not within 0.9–1/0.9 of σT⁴ is marked invalid."""
 
@@ -215,6 +215,11 @@ def convert_library(library: str = DEFAULT_LIBRARY) -> xr.Dataset:
         Models with α/Fe ≠ 0 (Kurucz, Coelho) are left out.
     """
     log_lam_flux, params, lam = _read_verified(library)
+    if library == "kurucz":
+        # SEDFit 0.6.1 splices a blackbody F_λ tail beyond 10 µm onto log(λF_λ) without the
+        # factor λ (anchored at 10⁵ Å), so its tail falls as λ⁻⁵ instead of λ⁻⁴: restore λ.
+        tail = lam > 1.0e5
+        log_lam_flux[:, tail] += np.log10(lam[tail] / 1.0e5)
     keep = params[:, 3] == 0.0
     log_lam_flux, params = log_lam_flux[keep], params[keep]
     axes = [np.unique(params[:, j]) for j in range(3)]
@@ -226,6 +231,7 @@ def convert_library(library: str = DEFAULT_LIBRARY) -> xr.Dataset:
     valid[index] = True
     cube = _fill_holes(cube, valid)
     scale = bolometric_scale(lam, cube, axes[0])
+    computed = valid.copy()
     failed_energy_check = valid & (np.abs(np.log(scale)) > np.log(1.0 / ENERGY_TOLERANCE))
     valid &= ~failed_energy_check
     source = SEDFIT_GRIDS[library]
@@ -241,10 +247,15 @@ def convert_library(library: str = DEFAULT_LIBRARY) -> xr.Dataset:
                 scale.astype(np.float32),
                 {"description": "sigma Teff^4 / integral of F_lambda (applied by photometry)"},
             ),
+            "computed": (
+                ("teff", "logg", "mh"),
+                computed,
+                {"description": "True where the library has the model (else hole-filled)"},
+            ),
             "valid": (
                 ("teff", "logg", "mh"),
                 valid,
-                {"description": "True where the library computed the model (else filled)"},
+                {"description": "computed and passes the energy check"},
             ),
         },
         coords={

@@ -1,0 +1,44 @@
+"""Shared test set-up: one cache of built grids per checkout, seeded randomness."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ysoscale.cache import CACHE_ENV
+
+# Built grids (spectra, photometry, isochrones) take ~1 minute on 2 cores; keep them in
+# the checkout so repeated test runs reuse them, unless the caller chose a cache.
+os.environ.setdefault(
+    CACHE_ENV, str(Path(__file__).resolve().parents[1] / ".pytest_cache" / "grids")
+)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261122)
+
+
+@pytest.fixture(scope="session")
+def photometry_grid():
+    from ysoscale.physics.photometry import load_photometry_grid
+
+    grid, _ = load_photometry_grid(progress=False)
+    return grid
+
+
+@pytest.fixture(scope="session")
+def isochrone_grid():
+    from ysoscale.physics.isochrones import load_isochrone_grid
+
+    return load_isochrone_grid(progress=False)
+
+
+@pytest.fixture(scope="session")
+def forward_model(photometry_grid, isochrone_grid):
+    from ysoscale.physics.forward import ForwardModel
+
+    return ForwardModel(photometry_grid, isochrone_grid)
