@@ -122,8 +122,11 @@ def test_numpy_in_numpy_out_and_torch_in_torch_out(forward_model) -> None:
 
 def test_chunked_batches_equal_one_batch(photometry_grid) -> None:
     rng = np.random.default_rng(3)
-    params = [rng.uniform(4000, 8000, 5000), rng.uniform(3.5, 5, 5000), rng.uniform(-1, 0.3, 5000),
-              rng.uniform(0, 5, 5000), rng.uniform(2.5, 5, 5000), np.ones(5000), np.full(5000, 100.0)]  # fmt: skip
+    n = 5000
+    params = [
+        rng.uniform(4000, 8000, n), rng.uniform(3.5, 5, n), rng.uniform(-1, 0.3, n),
+        rng.uniform(0, 5, n), rng.uniform(2.5, 5, n), np.ones(n), np.full(n, 100.0),
+    ]  # fmt: skip
     small = ForwardModel(photometry_grid, bands=["gaia_g"], chunk_size=64).atmospheric(*params)
     large = ForwardModel(photometry_grid, bands=["gaia_g"], chunk_size=10_000).atmospheric(*params)
     np.testing.assert_array_equal(small.mag, large.mag)
