@@ -32,7 +32,8 @@ def _cmd_grid_build(args: argparse.Namespace) -> int:
         photometry_grid_path,
     )
 
-    spec = PhotometryGridSpec(library=args.library, law=args.law)
+    options = {"law": args.law} | ({"library": args.library} if args.library else {})
+    spec = PhotometryGridSpec(**options)
     if args.workers:
         with connect(workers=args.workers) as client:
             grid, built = load_photometry_grid(spec, force=args.force, client=client)
@@ -119,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     grid_sub = grid.add_subparsers(dest="grid_command", required=True)
     build = grid_sub.add_parser("build", help="build the photometry and isochrone grids")
     build.add_argument("--workers", type=int, default=0, help="Dask LocalCluster workers")
-    build.add_argument("--library", default="btsettl", help="SEDFit spectral library")
+    build.add_argument(
+        "--library",
+        help="SEDFit libraries joined by '+' (default phoenix+kurucz; btsettl is solar-only)",
+    )
     build.add_argument("--law", default="G23", help="extinction law: G23, F99 or CCM89")
     build.add_argument("--force", action="store_true", help="rebuild even if current")
     build.set_defaults(func=_cmd_grid_build)

@@ -8,13 +8,13 @@ import pytest
 
 from ysoscale.physics.forward import ForwardModel
 from ysoscale.physics.photometry import (
+    DirectIntegrator,
     PhotometryGridSpec,
     build_photometry_grid,
-    direct_magnitudes,
     load_photometry_grid,
 )
 
-N_POINTS = 150
+N_POINTS = 400
 
 
 def test_layout(photometry_grid) -> None:
@@ -68,12 +68,13 @@ def accuracy(photometry_grid):
     rng = np.random.default_rng(7)
     spec = PhotometryGridSpec()
     model = ForwardModel(photometry_grid, dtype=torch.float64)
+    direct_integration = DirectIntegrator(spec)
     deltas = []
     for point in _random_points(rng, spec):
         grid_result = model.atmospheric(**point, radius=1.0, distance=10.0)
         if not grid_result.valid[0]:
             continue
-        direct = direct_magnitudes(spec, **point)
+        direct = direct_integration(**point)
         deltas.append(np.abs(grid_result.mag[0] - direct))
     deltas = np.array(deltas)
     bands = list(photometry_grid.band.values)
@@ -98,20 +99,20 @@ def test_grid_matches_direct_integration_median(accuracy) -> None:
     assert np.median(deltas) <= 0.005
 
 
-def test_grid_matches_direct_integration_p99_optical_ir(accuracy) -> None:
-    """99th percentile ≤ 0.02 mag (issue bound) in the bands where interpolating
-    magnitudes and interpolating log-flux spectra agree: Gaia, r and redder, 2MASS, WISE.
+def test_grid_matches_direct_integration_p99(accuracy) -> None:
+    """99th percentile ≤ 0.02 mag (the issue's bound) over every band but GALEX.
 
-    The UV/blue bands (GALEX, u, v, g) exceed it: there neighbouring model spectra differ
-    in shape, and the two interpolations (mean of log band fluxes vs band flux of the
-    mean log spectrum) separate by up to ~0.1-0.3 mag at the 99th percentile. That is an
-    ambiguity of the model library's resolution, not of the grid; the per-band numbers are
-    printed and reported in the README.
+    The direct path interpolates log-flux spectra and integrates them; the grid
+    interpolates band magnitudes. In the GALEX bands of cool stars the spectra change shape
+    steeply between neighbouring Teff nodes and the two interpolations separate by up to
+    ~0.05 mag at the 99th percentile (measured 0.06 FUV / 0.05 NUV; every other band
+    ≤ 0.01). GALEX is held to 0.1 mag here; the per-band numbers are printed.
     """
     deltas, bands = accuracy
-    blue = ("galex", "sdss_u", "sdss_g", "ps1_g", "skymapper_u", "skymapper_v", "skymapper_g")
-    keep = [i for i, b in enumerate(bands) if not b.startswith(blue)]
-    assert np.percentile(deltas[:, keep], 99) <= 0.02
+    galex = [i for i, b in enumerate(bands) if b.startswith("galex")]
+    others = [i for i in range(len(bands)) if i not in galex]
+    assert np.percentile(deltas[:, others], 99) <= 0.02
+    assert np.percentile(deltas[:, galex], 99) <= 0.1
 
 
 @pytest.mark.slow

@@ -297,6 +297,38 @@ def load_spectral_grid(library: str = DEFAULT_LIBRARY, *, force: bool = False) -
     return dataset
 
 
+def scaled_log_flux(grid: xr.Dataset) -> np.ndarray:
+    """log10 F_λ with the bolometric scale applied, as float64 (teff, logg, mh, wavelength)."""
+    return (
+        grid.log10_flux.values.astype(np.float64)
+        + np.log10(grid.bolometric_scale.values.astype(np.float64))[..., None]
+    )
+
+
+def interpolate_log_flux(
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cube: np.ndarray,
+    teff: float,
+    logg: float,
+    mh: float,
+) -> np.ndarray:
+    """Multilinear interpolation of ``cube[teff, logg, mh, wavelength]`` in
+    (log10 Teff, log g, [M/H]); the numpy kernel of :func:`interpolate_spectrum`."""
+    corners = []
+    for name, nodes, value, log in zip(
+        ("teff", "logg", "mh"), axes, (teff, logg, mh), (True, False, False), strict=True
+    ):
+        if not nodes[0] <= value <= nodes[-1]:
+            raise ValueError(f"{name} = {value} outside the grid ({nodes[0]}-{nodes[-1]})")
+        i = int(np.clip(np.searchsorted(nodes, value, side="right") - 1, 0, nodes.size - 2))
+        lo, hi, x = (np.log10(v) if log else v for v in (nodes[i], nodes[i + 1], value))
+        corners.append((i, (x - lo) / (hi - lo)))
+    (i, fi), (j, fj), (k, fk) = corners
+    block = cube[i : i + 2, j : j + 2, k : k + 2]
+    weights = np.einsum("a,b,c->abc", [1 - fi, fi], [1 - fj, fj], [1 - fk, fk])
+    return np.einsum("abc,abcw->w", weights, block)
+
+
 def interpolate_spectrum(
     grid: xr.Dataset, teff: float, logg: float, mh: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -310,26 +342,7 @@ def interpolate_spectrum(
     --------
     >>> lam, flux = interpolate_spectrum(load_spectral_grid(), 5772.0, 4.44, 0.0)  # doctest: +SKIP
     """
-    point = {"teff": teff, "logg": logg, "mh": mh}
-    cube = grid.log10_flux + np.log10(grid.bolometric_scale)
-    corners = []
-    for axis, value in point.items():
-        nodes = grid[axis].values
-        if not nodes[0] <= value <= nodes[-1]:
-            raise ValueError(f"{axis} = {value} outside the grid ({nodes[0]}-{nodes[-1]})")
-        i = int(np.clip(np.searchsorted(nodes, value, side="right") - 1, 0, nodes.size - 2))
-        coordinate = np.log10 if axis == "teff" else (lambda v: v)
-        frac = (coordinate(value) - coordinate(nodes[i])) / (
-            coordinate(nodes[i + 1]) - coordinate(nodes[i])
-        )
-        corners.append((axis, i, frac))
-    log_flux = np.zeros(grid.sizes["wavelength"])
-    for bits in np.ndindex(2, 2, 2):
-        weight = 1.0
-        selection = {}
-        for (axis, i, frac), bit in zip(corners, bits, strict=True):
-            weight *= frac if bit else 1.0 - frac
-            selection[axis] = i + bit
-        if weight:
-            log_flux += weight * cube.isel(selection).values.astype(np.float64)
-    return grid.wavelength.values, 10.0**log_flux
+    axes = (grid.teff.values, grid.logg.values, grid.mh.values)
+    return grid.wavelength.values, 10.0 ** interpolate_log_flux(
+        axes, scaled_log_flux(grid), teff, logg, mh
+    )
