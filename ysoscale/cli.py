@@ -99,6 +99,36 @@ def _cmd_photometry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from ysoscale.simulate.config import SimulationConfig
+    from ysoscale.simulate.run import simulate
+
+    settings: dict = {}
+    if args.config:
+        with open(args.config, "rb") as handle:
+            settings = tomllib.load(handle)
+    prior = dict(settings.pop("prior", {}))
+    if args.population:
+        prior["population"] = args.population
+    for key in ("n", "seed", "chunk_size", "surveys"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    config = SimulationConfig.from_dict(settings | {"prior": prior})
+    report = simulate(config, args.out, workers=args.workers, scheduler=args.scheduler)
+    print(report.summary())
+    return 0
+
+
+def _cmd_plot_store(args: argparse.Namespace) -> int:
+    from ysoscale.simulate.plots import plot_store
+
+    for path in plot_store(args.store, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ysoscale.demo import run_demo
 
@@ -143,6 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
     phot.add_argument("--bands", help="comma-separated band ids (default all)")
     phot.add_argument("--json", action="store_true")
     phot.set_defaults(func=_cmd_photometry)
+
+    sim = sub.add_parser("simulate", help="simulate a training store (Dask, resumable)")
+    sim.add_argument("--n", type=int, help="number of stars")
+    sim.add_argument("--out", required=True, help="output zarr store")
+    sim.add_argument("--seed", type=int, help="master seed (default 0)")
+    sim.add_argument("--workers", type=int, help="LocalCluster workers (0: no Dask)")
+    sim.add_argument("--scheduler", help="address of a running Dask scheduler")
+    sim.add_argument("--chunk-size", dest="chunk_size", type=int, help="stars per task")
+    sim.add_argument("--surveys", help="comma-separated: gaia,tmass,wise,ps1,sdss,galex,skymapper")
+    sim.add_argument("--population", choices=["all", "field", "young"])
+    sim.add_argument("--config", help="TOML file with SimulationConfig keys ([prior] table)")
+    sim.set_defaults(func=_cmd_simulate)
+
+    plot = sub.add_parser("plot", help="plots")
+    plot_sub = plot.add_subparsers(dest="plot_command", required=True)
+    plot_store = plot_sub.add_parser("store", help="Gaia CMD, Kiel diagram, band coverage")
+    plot_store.add_argument("store")
+    plot_store.add_argument("--out", default="store_plots")
+    plot_store.set_defaults(func=_cmd_plot_store)
 
     demo = sub.add_parser("demo", help="the main job on the embedded default")
     demo.add_argument("--out", default="ysoscale_demo", help="output directory")

@@ -427,27 +427,77 @@ class ForwardModel(torch.nn.Module):
         return self.atmospheric(teff, logg, mh, av, rv, radius, distance).mag
 
 
+_POSTMS_PREFIX = "postms_"
+_MASS_BELOW, _MASS_ABOVE = -10.0, 10.0  # log10 mass stand-ins for unreachable phases
+
+
+def _postms_mass_table(mass: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Post-MS log mass curves ``(n_curve, n_phase)`` with invalid nodes filled so that
+    every curve stays non-decreasing: -10 before its first valid node, +10 after its last
+    (the valid nodes of a curve are contiguous, checked when the grid is built)."""
+    after_first = np.maximum.accumulate(valid, axis=-1)
+    before_last = np.maximum.accumulate(valid[..., ::-1], axis=-1)[..., ::-1]
+    filled = np.where(valid, mass, np.where(after_first, _MASS_ABOVE, _MASS_BELOW))
+    filled = np.where(before_last | valid, filled, _MASS_ABOVE)
+    return np.maximum.accumulate(filled, axis=-1)
+
+
 class _IsochroneInterpolator(torch.nn.Module):
-    """Trilinear interpolation of the isochrone grid in (log10_mass, log10_age, mh)."""
+    """Isochrone lookup: (log10_mass, log10_age, mh) -> log Teff, log g, log L, log R.
+
+    Main sequence (and PMS): trilinear interpolation of the regular grid. Where that is
+    not valid (past the TAMS, or in the last cell below it) and the grid carries the
+    post-MS tables (``postms_*``, dims (log10_age, mh, phase)), the star is looked up
+    along the isochrone instead: the four (age, mh) corner curves of log mass(phase) are
+    interpolated bilinearly, the phase at which that curve reaches the star's mass is
+    found by ``searchsorted`` and linear inversion inside the bracketing phase segment,
+    and the four quantities are interpolated bilinearly in (age, mh) and linearly in
+    phase there. Every step is linear in the inputs within a cell, so autograd flows to
+    mass, age and mh. Valid only where the bracketing phase nodes of every corner with
+    nonzero weight are valid; a mass beyond the curve (more massive than any star alive
+    at that age) is invalid.
+    """
 
     variables = ("log10_teff", "logg", "log10_lum", "log10_radius")
+    postms_chunk = 4096  # stars per post-MS chunk: each holds 4 x n_phase corner masses
 
     def __init__(self, grid: xr.Dataset, dtype: torch.dtype) -> None:
         super().__init__()
-        grid = grid.transpose("log10_mass", "log10_age", "mh")
-        self.register_buffer("mass_nodes", _as_buffer(grid.log10_mass.values, dtype))
-        self.register_buffer("age_nodes", _as_buffer(grid.log10_age.values, dtype))
-        self.register_buffer("mh_nodes", _as_buffer(grid.mh.values, dtype))
-        stacked = np.stack([grid[v].values for v in self.variables], axis=-1).astype(np.float64)
-        valid = grid.valid.values.astype(bool) & np.isfinite(stacked).all(axis=-1)
+        ms_grid = grid[[*self.variables, "valid"]].transpose("log10_mass", "log10_age", "mh")
+        self.register_buffer("mass_nodes", _as_buffer(ms_grid.log10_mass.values, dtype))
+        self.register_buffer("age_nodes", _as_buffer(ms_grid.log10_age.values, dtype))
+        self.register_buffer("mh_nodes", _as_buffer(ms_grid.mh.values, dtype))
+        stacked = np.stack([ms_grid[v].values for v in self.variables], axis=-1)
+        stacked = stacked.astype(np.float64)
+        valid = ms_grid.valid.values.astype(bool) & np.isfinite(stacked).all(axis=-1)
         stacked[~valid] = 0.0
         self._shape = valid.shape
         self.register_buffer("table", _as_buffer(stacked.reshape(-1, len(self.variables)), dtype))
         self.register_buffer("node_valid", torch.from_numpy(valid.reshape(-1).copy()))
+        self.has_postms = _POSTMS_PREFIX + "log10_mass" in grid
+        if self.has_postms:
+            names = [_POSTMS_PREFIX + v for v in ("log10_mass", *self.variables)]
+            post = grid[[*names, _POSTMS_PREFIX + "valid"]].transpose("log10_age", "mh", "phase")
+            if not np.allclose(post.log10_age.values, ms_grid.log10_age.values) or not np.allclose(
+                post.mh.values, ms_grid.mh.values
+            ):
+                raise ValueError("post-MS tables must share the grid's age and mh axes")
+            values = np.stack([post[v].values for v in names], axis=-1).astype(np.float64)
+            ok = post[_POSTMS_PREFIX + "valid"].values.astype(bool)
+            ok &= np.isfinite(values).all(axis=-1)
+            n_phase = ok.shape[-1]
+            self._n_phase = n_phase
+            mass = _postms_mass_table(values[..., 0], ok)
+            quantities = np.where(ok[..., None], values[..., 1:], 0.0)
+            self.register_buffer("postms_mass", _as_buffer(mass.reshape(-1, n_phase), dtype))
+            self.register_buffer(
+                "postms_table", _as_buffer(quantities.reshape(-1, len(self.variables)), dtype)
+            )
+            self.register_buffer("postms_valid", torch.from_numpy(ok.reshape(-1).copy()))
 
-    def forward(
+    def _main_sequence(
         self, log10_mass: torch.Tensor, log10_age: torch.Tensor, mh: torch.Tensor
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         _, n_age, n_mh = self._shape
         i, fi, ok_i = _locate(self.mass_nodes, log10_mass)
         j, fj, ok_j = _locate(self.age_nodes, log10_age)
@@ -466,4 +516,61 @@ class _IsochroneInterpolator(torch.nn.Module):
                     w = wi * wj * wk
                     out = out + w[:, None] * self.table[row]
                     ok = ok & (self.node_valid[row] | (w == 0))
+        return out, ok
+
+    def _post_main_sequence(
+        self, log10_mass: torch.Tensor, log10_age: torch.Tensor, mh: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lookup along the post-MS isochrone for one chunk of stars."""
+        n_mh, n_phase = self.mh_nodes.numel(), self._n_phase
+        j, fj, ok_j = _locate(self.age_nodes, log10_age)
+        k, fk, ok_k = _locate(self.mh_nodes, mh)
+        corners = [
+            ((j + dj) * n_mh + k + dk, wj * wk)
+            for dj, wj in ((0, 1 - fj), (1, fj))
+            for dk, wk in ((0, 1 - fk), (1, fk))
+        ]
+        curve = sum(w[:, None] * self.postms_mass[row] for row, w in corners)
+        target = log10_mass[:, None]
+        hi = torch.searchsorted(
+            curve.detach().contiguous(), target.detach().contiguous(), right=True
+        )
+        hi = hi[:, 0]
+        inside = (hi > 0) & (hi < n_phase)
+        lo = (hi - 1).clamp(0, n_phase - 2)
+        m_lo = curve.gather(1, lo[:, None])[:, 0]
+        m_hi = curve.gather(1, lo[:, None] + 1)[:, 0]
+        width = m_hi - m_lo
+        safe = width > 0
+        t = (log10_mass - m_lo) / torch.where(safe, width, torch.ones_like(width))
+        t = torch.where(safe & inside, t, torch.zeros_like(t)).clamp(0.0, 1.0)
+        out = torch.zeros(
+            log10_mass.shape[0],
+            len(self.variables),
+            dtype=self.postms_table.dtype,
+            device=self.postms_table.device,
+        )
+        ok = inside & safe & ok_j & ok_k
+        for row, w in corners:
+            for dp, wp in ((0, 1 - t), (1, t)):
+                flat = row * n_phase + lo + dp
+                out = out + (w * wp)[:, None] * self.postms_table[flat]
+                ok = ok & (self.postms_valid[flat] | (w == 0))
+        return out, ok
+
+    def forward(
+        self, log10_mass: torch.Tensor, log10_age: torch.Tensor, mh: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        out, ok = self._main_sequence(log10_mass, log10_age, mh)
+        if self.has_postms:
+            need = torch.nonzero(~ok)[:, 0]
+            if need.numel():
+                parts = [
+                    self._post_main_sequence(log10_mass[idx], log10_age[idx], mh[idx])
+                    for idx in need.split(self.postms_chunk)
+                ]
+                post = torch.cat([p[0] for p in parts])
+                post_ok = torch.cat([p[1] for p in parts])
+                out = out.index_copy(0, need, post)
+                ok = ok.index_copy(0, need, post_ok)
         return {name: out[:, n] for n, name in enumerate(self.variables)}, ok

@@ -106,7 +106,7 @@ import xarray as xr
 from ysoscale.cache import cache_dir, cached_zarr, content_hash, file_sha256
 
 ISOCHRONE_VARIABLES = ("log10_teff", "logg", "log10_lum", "log10_radius")
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 LOG10_MASS = np.round(np.linspace(-1.10, 1.60, 541), 6)
 LOG10_AGE = np.round(np.linspace(5.70, 10.125, 178), 6)
@@ -125,6 +125,17 @@ BHAC15_AGE_RAMP = (8.0, 8.5)  # log10 age: BHAC15 weight 1 below, 0 above
 BHAC15_MASS_RAMP = (0.04, 0.15)  # log10 mass: same
 LOG10_TEFF_SUN = math.log10(5772.0)  # IAU 2015 B3 nominal; PARSEC's log R uses it
 LOGG_SUN = math.log10(6.67430e-8 * 1.98847e33 / 6.957e10**2)  # cgs, 4.438
+
+# post-main-sequence tables (module docstring, "Post-main-sequence stars")
+POSTMS_PREFIX = "postms_"
+POSTMS_VARIABLES = ("log10_mass", *ISOCHRONE_VARIABLES)
+POSTMS_OVERLAP_DEX = 0.15  # the tables start this far (log10 mass) below the TAMS
+POSTMS_OVERLAP_NODES = 48
+# lachesis' EEPs (MIST numbering): TAMS, RGB tip, zero-age core He burning, end of PARSEC
+# label 4 (end of core He burning for low masses), last EEP in the product
+POSTMS_EEP_KNOTS = (454.0, 605.0, 631.0, 707.0, 1200.0)
+POSTMS_PHASE_KNOTS = (0.1, 0.5, 0.55, 0.8, 1.0)
+POSTMS_LATE_NODES = 83  # EEP 707 ... 1200 in ~6-EEP steps; every EEP up to 707
 
 _UNITS = {
     "log10_teff": ("dex(K)", "log10 effective temperature"),
@@ -350,6 +361,98 @@ def _bhac15_nodes() -> np.ndarray:
     return np.moveaxis(bhac15_quantities(LOG10_MASS[None, :], on_grid), 0, 1)
 
 
+def postms_axis() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nodes of the post-MS ``phase`` axis: (phase, EEP, log10 mass below the TAMS).
+
+    Phase 0 ... 0.1 is the main-sequence overlap, at ``dlogm`` =
+    POSTMS_OVERLAP_DEX (1 - s)^2 below the TAMS mass (s = 0 ... 47/48, denser towards the
+    TAMS; EEP is NaN there); from 0.1 (EEP 454) on the nodes are EEPs, every EEP up to 707,
+    then POSTMS_LATE_NODES evenly to 1200, and phase is piecewise linear in EEP through
+    POSTMS_EEP_KNOTS -> POSTMS_PHASE_KNOTS (``dlogm`` is NaN there).
+
+    Examples
+    --------
+    >>> phase, eep, dlogm = postms_axis()
+    >>> phase.size, float(phase[48]), float(eep[48]), float(eep[-1])
+    (384, 0.1, 454.0, 1200.0)
+    """
+    s = np.arange(POSTMS_OVERLAP_NODES) / POSTMS_OVERLAP_NODES
+    eep = np.concatenate(
+        [np.arange(POSTMS_EEP_KNOTS[0], 707.0), np.linspace(707.0, 1200.0, POSTMS_LATE_NODES)]
+    )
+    phase = np.concatenate(
+        [POSTMS_PHASE_KNOTS[0] * s, np.interp(eep, POSTMS_EEP_KNOTS, POSTMS_PHASE_KNOTS)]
+    )
+    eep_all = np.concatenate([np.full(s.size, np.nan), eep])
+    dlogm = np.concatenate([POSTMS_OVERLAP_DEX * (1 - s) ** 2, np.full(eep.size, np.nan)])
+    return np.round(phase, 9), eep_all, dlogm
+
+
+def postms_isochrone(iso: np.ndarray) -> tuple[np.ndarray, int]:
+    """One PARSEC isochrone on the post-MS phase nodes, and how many points were dropped.
+
+    ``iso`` is ``(n_eep, 6)``: eep, initial mass, ``_PARSEC_COLUMNS``. Returns
+    ``(n_phase, 5)``: log10 initial mass and the four ``ISOCHRONE_VARIABLES``, NaN where
+    the isochrone does not reach (all NaN if it has no TAMS). The overlap part is
+    resampled in log mass with PCHIP (as the main-sequence grid); from the TAMS on,
+    points whose initial mass falls below that of an earlier point are dropped and the
+    rest interpolated linearly in EEP, so mass never decreases along phase.
+    """
+    _, eep_nodes, dlogm = postms_axis()
+    out = np.full((eep_nodes.size, 5), np.nan)
+    eep = iso[:, 0]
+    if not np.any(eep == PARSEC_LAST_EEP):
+        return out, 0
+    ms = iso[eep <= PARSEC_LAST_EEP]
+    lm_ms = np.log10(ms[:, 1])
+    if np.any(np.diff(lm_ms) <= 0):
+        raise ValueError("PARSEC isochrone not monotonic in mass before the TAMS")
+    overlap = ~np.isnan(dlogm)
+    lm_overlap = lm_ms[-1] - dlogm[overlap]
+    out[overlap, 1:] = resample_isochrone(lm_ms, ms[:, 2:], lm_overlap)
+    out[overlap, 0] = np.where(np.isfinite(out[overlap, 1]), lm_overlap, np.nan)
+    post = iso[eep >= PARSEC_LAST_EEP]
+    lm = np.log10(post[:, 1])
+    keep = lm >= np.maximum.accumulate(lm)
+    columns = np.column_stack([lm, post[:, 2:]])[keep]
+    at = eep_nodes[~overlap]
+    inside = at <= post[keep][-1, 0] + 1e-9
+    for q in range(5):
+        out[np.flatnonzero(~overlap)[inside], q] = np.interp(
+            at[inside], post[keep][:, 0], columns[:, q]
+        )
+    return out, int((~keep).sum())
+
+
+def _postms_nodes(progress: bool) -> tuple[np.ndarray, int]:
+    """Post-MS tables ``(age, mh, phase, 5)`` on LOG10_AGE, and the points dropped."""
+    from tqdm.auto import tqdm
+
+    feh, ages, isochrones = _read_parsec(parsec_path())
+    n_phase = postms_axis()[0].size
+    out = np.full((LOG10_AGE.size, MH.size, n_phase, 5), np.nan)
+    dropped = 0
+    for j in tqdm(range(feh.size), desc="isochrones (post-MS [M/H])", disable=not progress):
+        per_age = np.full((ages.size, n_phase, 5), np.nan)
+        for k in range(ages.size):
+            iso = isochrones[j * ages.size + k]
+            if iso is not None:
+                per_age[k], n_drop = postms_isochrone(iso)
+                dropped += n_drop
+        out[:, j] = interp_linear(ages, per_age, LOG10_AGE, axis=0)
+    valid = np.all(np.isfinite(out), axis=-1)
+    out[~valid] = np.nan
+    # every (age, mh) curve: valid nodes contiguous, log mass non-decreasing along them
+    first = np.argmax(valid, axis=-1)
+    count = valid.sum(axis=-1)
+    span = np.arange(n_phase) - first[..., None]
+    if np.any(valid != ((span >= 0) & (span < count[..., None]))):
+        raise ValueError("post-MS tables have interior holes")
+    if np.any(np.diff(out[..., 0], axis=-1) < 0):  # NaN compares False
+        raise ValueError("post-MS initial mass decreases along phase")
+    return out, dropped
+
+
 def build_isochrone_grid(*, progress: bool = True) -> xr.Dataset:
     """Resample PARSEC and BHAC15 isochrones onto the regular grid.
 
@@ -398,9 +501,36 @@ def build_isochrone_grid(*, progress: bool = True) -> xr.Dataset:
             "flag_meanings": "none PARSEC BHAC15",
         },
     )
+    postms, dropped = _postms_nodes(progress)
+    postms_valid = np.all(np.isfinite(postms), axis=-1)
+    post_dims = ("log10_age", "mh", "phase")
+    post_units = {"log10_mass": ("dex(Msun)", "log10 initial mass"), **_UNITS}
+    for q, (name, (u, ln)) in enumerate(post_units.items()):
+        data_vars[POSTMS_PREFIX + name] = (
+            post_dims,
+            postms[..., q].astype(np.float32),
+            {"units": u, "long_name": f"{ln} along the post-main-sequence isochrone"},
+        )
+    data_vars[POSTMS_PREFIX + "valid"] = (
+        post_dims,
+        postms_valid,
+        {"long_name": "the PARSEC isochrone reaches this phase", "dropped_points": dropped},
+    )
+    phase, phase_eep, phase_dlogm = postms_axis()
     return xr.Dataset(
         data_vars,
         coords={
+            "phase": (
+                "phase",
+                phase,
+                {"long_name": "normalised position along the post-MS isochrone (0-1)"},
+            ),
+            "phase_eep": ("phase", phase_eep, {"long_name": "lachesis/MIST EEP (NaN: overlap)"}),
+            "phase_dlogm": (
+                "phase",
+                phase_dlogm,
+                {"units": "dex(Msun)", "long_name": "log10 mass below the TAMS (overlap)"},
+            ),
             "log10_mass": (
                 "log10_mass",
                 LOG10_MASS,
@@ -414,7 +544,9 @@ def build_isochrone_grid(*, progress: bool = True) -> xr.Dataset:
                 "PMS + main-sequence isochrones (to the TAMS) resampled onto a regular grid; "
                 "BHAC15 serves mh=0 below 100 Myr and 1.1 Msun, blended into PARSEC up to "
                 "316 Myr and 1.41 Msun; PARSEC serves everything else; NaN/valid=False where "
-                "no source covers a node"
+                "no source covers a node; postms_* variables: PARSEC subgiants, red giants and "
+                "core He burning (plus an upper-MS overlap) on (log10_age, mh, phase), phase "
+                "an EEP-based coordinate along each isochrone"
             ),
             "sources": _SOURCES,
             "build_version": BUILD_VERSION,
@@ -440,6 +572,13 @@ def isochrone_grid_hash() -> str:
             "parsec_last_eep": PARSEC_LAST_EEP,
             "bhac15_age_ramp": BHAC15_AGE_RAMP,
             "bhac15_mass_ramp": BHAC15_MASS_RAMP,
+            "postms": (
+                POSTMS_OVERLAP_DEX,
+                POSTMS_OVERLAP_NODES,
+                POSTMS_EEP_KNOTS,
+                POSTMS_PHASE_KNOTS,
+                POSTMS_LATE_NODES,
+            ),
         },
         BUILD_VERSION,
     )

@@ -1,0 +1,1 @@
+"""Simulation: priors over stellar parameters, survey models and the training store."""

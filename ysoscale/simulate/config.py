@@ -1,0 +1,126 @@
+"""Configuration of a simulation run: what to draw, what to observe, how to chunk it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ysoscale.simulate.priors import PriorConfig
+from ysoscale.simulate.surveys import SURVEYS
+
+THETA_PARAMS: tuple[str, ...] = (
+    "log10_mass",
+    "log10_age",
+    "mh",
+    "distance_pc",
+    "av",
+    "rv",
+    "teff",
+    "logg",
+    "log10_lum",
+    "radius",
+    "disk_frac",
+    "disk_temp",
+)
+"""Parameter names of the training store's ``theta`` (ARCHITECTURE.md canonical names)."""
+
+THETA_UNITS: dict[str, str] = {
+    "log10_mass": "log10(M/Msun), initial mass",
+    "log10_age": "log10(age/yr)",
+    "mh": "dex, [M/H] on the PARSEC scale",
+    "distance_pc": "pc",
+    "av": "mag",
+    "rv": "",
+    "teff": "K",
+    "logg": "dex (cgs)",
+    "log10_lum": "log10(L/Lsun)",
+    "radius": "Rsun",
+    "disk_frac": "L_disk / L_star",
+    "disk_temp": "K",
+}
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Everything that determines a simulated training store.
+
+    Parameters
+    ----------
+    n : int
+        Number of stars.
+    seed : int
+        Master seed; chunk ``i`` draws from ``SeedSequence([seed, i])``, so the store is
+        bitwise identical for any number of workers.
+    chunk_size : int
+        Stars per task and per zarr chunk along ``star``.
+    surveys : tuple of str
+        Surveys that observe the stars (others leave their bands NaN).
+    prior : PriorConfig
+        What to draw (population, distances, ...).
+    young_variability_mag : float
+        Median extra photometric scatter of young (< 50 Myr) stars, lognormal with a
+        0.5 dex-e width; added to noise and reported errors.
+
+    Examples
+    --------
+    >>> config = SimulationConfig(n=1000, seed=1, chunk_size=500, surveys=("gaia", "tmass"))
+    >>> config.n_chunks
+    2
+    """
+
+    n: int = 100_000
+    seed: int = 0
+    chunk_size: int = 100_000
+    surveys: tuple[str, ...] = SURVEYS
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    young_variability_mag: float = 0.1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.surveys, str):
+            object.__setattr__(self, "surveys", tuple(s.strip() for s in self.surveys.split(",")))
+        object.__setattr__(self, "surveys", tuple(self.surveys))
+        unknown = [s for s in self.surveys if s not in SURVEYS]
+        if unknown:
+            raise ValueError(f"unknown survey(s) {unknown}; known: {', '.join(SURVEYS)}")
+        if not self.surveys:
+            raise ValueError("no surveys selected")
+        if self.n < 1:
+            raise ValueError(f"n must be positive, got {self.n}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {self.chunk_size}")
+        if self.young_variability_mag < 0:
+            raise ValueError("young_variability_mag must be >= 0")
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of chunks (tasks) of the run."""
+        return -(-self.n // self.chunk_size)
+
+    def chunk_bounds(self, index: int) -> tuple[int, int]:
+        """First and one-past-last star of chunk ``index``."""
+        start = index * self.chunk_size
+        return start, min(start + self.chunk_size, self.n)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-serialisable), stored in the store's attrs."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> SimulationConfig:
+        """Build from a dict (e.g. TOML), rejecting misspelled keys by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown simulation setting(s) {unknown}; known: {sorted(known)}")
+        values = dict(values)
+        if isinstance(values.get("prior"), Mapping):
+            values["prior"] = PriorConfig.from_dict(values["prior"])
+        if "surveys" in values and not isinstance(values["surveys"], str):
+            values["surveys"] = tuple(values["surveys"])
+        return cls(**values)
