@@ -89,9 +89,11 @@ def _parsec_isochrones() -> Iterator[tuple[float, float, np.ndarray]]:
 
 
 def test_layout_dtypes_units_and_size(grid: xr.Dataset) -> None:
-    """Dims, dtypes, units, citations, size < 100 MB; axis steps to 1e-9 (float rounding)."""
-    assert tuple(grid.dims) == ("log10_mass", "log10_age", "mh")
-    assert dict(grid.sizes) == {"log10_mass": 541, "log10_age": 178, "mh": 11}
+    """Dims, dtypes, units, citations, size < 100 MB; axis steps to 1e-9 (float rounding).
+
+    ``phase`` is the post-MS tables' own axis (tested in test_forward_giants.py)."""
+    assert tuple(grid.dims) == ("log10_mass", "log10_age", "mh", "phase")
+    assert dict(grid.sizes) == {"log10_mass": 541, "log10_age": 178, "mh": 11, "phase": 384}
     for name in ISOCHRONE_VARIABLES:
         assert grid[name].dtype == np.float32
         assert grid[name].dims == ("log10_mass", "log10_age", "mh")

@@ -54,11 +54,37 @@ Interpolation
 Each PARSEC isochrone is cut at the terminal-age main sequence (EEP 454, the primary EEP
 after the main-sequence hook; initial mass rises strictly along every isochrone up to
 there) and resampled in log10 mass with a monotone cubic (PCHIP) through its EEPs, then
-linearly in log10 age at fixed mass. Sub-giants and giants are not in the grid: beyond
-the TAMS an isochrone spans a few thousandths of a dex in mass, which a regular mass axis
-cannot resolve. BHAC15 is interpolated bilinearly in (log10 age, log10 mass). Nothing is
-extrapolated: a node outside a source's mass or age range (below PARSEC's ~0.09 Msun,
-past the TAMS, before 1 Myr at [M/H] != 0, ...) is NaN with ``valid`` False.
+linearly in log10 age at fixed mass. Sub-giants and giants are not on the mass axis:
+beyond the TAMS an isochrone spans a few thousandths of a dex in mass, which a regular
+mass axis cannot resolve; they are in the post-MS tables below. BHAC15 is interpolated
+bilinearly in (log10 age, log10 mass). Nothing is extrapolated: a node outside a
+source's mass or age range (below PARSEC's ~0.09 Msun, past the TAMS, before 1 Myr at
+[M/H] != 0, ...) is NaN with ``valid`` False.
+
+Post-main-sequence stars
+------------------------
+The ``postms_*`` variables (dims ``(log10_age, mh, phase)``, same age and mh axes;
+``log10_mass`` initial mass, the four ``ISOCHRONE_VARIABLES`` and ``postms_valid``) hold
+each PARSEC isochrone along a normalised coordinate ``phase`` in [0, 1] (384 nodes), so
+that interpolating at fixed phase between ages and metallicities joins like with like.
+lachesis' EEPs follow the MIST numbering past the TAMS (454 TAMS, 502-605 RGB to its tip,
+606-630 a bridge that lachesis fills at constant mass across the He flash of low-mass
+stars, 631 zero-age core He burning, 707 end of PARSEC label 4, i.e. of core He burning
+for low masses; 708-1200 labels 5-6, the blue loop and the rest of core He burning of
+intermediate and massive stars, in isochrones younger than ~1.6 Gyr). The product has no
+early-AGB, TP-AGB, post-AGB or WD points. Phase is piecewise linear in EEP:
+454 -> 0.1, 605 -> 0.5, 631 -> 0.55, 707 -> 0.8, 1200 -> 1.0, with a node at every EEP
+to 707 and 83 even nodes from 707 to 1200. Below EEP 454 lachesis' EEPs are not
+evolutionary (they bunch by mass), so phase 0-0.1 is instead a main-sequence overlap at
+fixed offsets ``dlogm = 0.15 (1 - s)^2`` dex below the TAMS mass (48 nodes, PCHIP in mass
+as above): at ages and metallicities between nodes the trilinear main-sequence grid stops
+up to ~0.05 dex below the interpolated TAMS, and the overlap covers that last cell.
+Along the TAMS-onwards part points whose mass falls below an earlier point's are dropped
+(4034 points of 10 isochrones younger than 15 Myr, massive stars), so log mass never
+decreases along phase; runs of equal (float32) mass remain, such as the flash bridge:
+a mass there maps to the end of the run (the zero-age clump). Ages are interpolated
+linearly at fixed phase (every other age node is a PARSEC isochrone); nodes the
+isochrone does not reach are NaN, and the valid nodes of each curve are contiguous.
 
 Which source serves which corner
 --------------------------------

@@ -39,7 +39,7 @@ component (one IMF, remnants and mass loss ignored). Total masses (Bland-Hawthor
 Gerhard 2016, rounded): thin 3.5e10, thick 0.6e10, halo 1e9, bulge 1.5e10 Msun. The
 fraction inside ``max_distance_pc`` is a fixed-seed Monte Carlo integral
 (:func:`component_weights`); for the default 15 kpc the weights are about
-thin 0.61, thick 0.10, halo 0.01, bulge 0.28.
+thin 0.61, thick 0.094, halo 0.008, bulge 0.29.
 
 Masses
 ------
@@ -52,7 +52,8 @@ stops at the terminal-age main sequence).
 Young stars
 -----------
 Regions of ``young_stars_per_region`` stars on average: centres with heliocentric
-distances in ``young_distance_pc`` uniform in disk area, weighted by the thin-disk
+distances in ``young_distance_pc`` (cut at ``max_distance_pc``, which bounds every star;
+a star scattered beyond it is scattered again) uniform in disk area, weighted by the thin-disk
 surface density, with |z| exponential of scale ``young_scale_height_pc`` (50 pc, as
 commonly quoted for OB associations and molecular clouds, e.g. Bobylev & Bajkova 2016);
 one log-uniform age per region in ``young_age_myr`` and a star-to-star spread of
@@ -170,9 +171,9 @@ class PriorConfig:
         Share of young stars when ``population == "all"`` (a training choice, far above
         the true share so that young stars are well sampled).
     max_distance_pc : float
-        Heliocentric radius within which field stars are drawn.
+        Heliocentric radius within which every star is drawn.
     young_distance_pc : (float, float)
-        Heliocentric distance range of young-region centres.
+        Heliocentric distance range of young-region centres (cut at ``max_distance_pc``).
     young_age_myr : (float, float)
         Age range of young regions (log-uniform); the thin disk starts at the upper end.
     young_age_spread_dex : float
@@ -276,6 +277,11 @@ class PriorConfig:
                     f"PriorConfig.{name} must satisfy {low:g} < low < high < inf; got {value!r}"
                 )
             object.__setattr__(self, name, (lo, hi))
+        if self.population != "field" and self.young_distance_pc[0] >= self.max_distance_pc:
+            raise ValueError(
+                f"PriorConfig.young_distance_pc must start inside max_distance_pc="
+                f"{self.max_distance_pc!r}; got {self.young_distance_pc!r}"
+            )
         if self.young_age_myr[1] > 10e3:
             raise ValueError(
                 f"PriorConfig.young_age_myr must end below 10 Gyr (the thin disk's oldest "
@@ -346,8 +352,8 @@ def kroupa_log10_ppf(u: np.ndarray, lo: float = 0.08, hi: float = 20.0) -> np.nd
 
     Examples
     --------
-    >>> float(kroupa_log10_ppf(kroupa_cdf(np.array(1.0)))) == 0.0
-    True
+    >>> round(float(kroupa_log10_ppf(kroupa_cdf(np.array(2.0)))), 9)
+    0.301029996
     """
     lower, one, norm, cum = _kroupa_segments(float(lo), float(hi))
     u = np.asarray(u, dtype=float)
@@ -674,9 +680,10 @@ def _field_stars(
 def _young_centres(k: int, config: PriorConfig, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Galactocentric (x, y, z) of k region centres, area-uniform × thin-disk surface density."""
     d_lo, d_hi = config.young_distance_pc
+    d_hi = min(d_hi, config.max_distance_pc)
     h_r = DISK_GEOMETRY_PC["thin"][0]
     r_floor = max(R0_PC - d_hi, 0.0)
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
+    parts: list[tuple[np.ndarray, ...]] = []
     got = 0
     for _ in range(_MAX_ROUNDS):
         need = k - got
@@ -686,14 +693,17 @@ def _young_centres(k: int, config: PriorConfig, rng: np.random.Generator) -> tup
         d = np.sqrt(rng.uniform(d_lo**2, d_hi**2, size))
         lon = rng.uniform(0.0, 2 * np.pi, size)
         x, y = d * np.cos(lon) - R0_PC, d * np.sin(lon)
-        keep = rng.random(size) < np.exp(-(np.sqrt(x * x + y * y) - r_floor) / h_r)
+        z = _laplace(config.young_scale_height_pc, size, rng)
+        keep = (rng.random(size) < np.exp(-(np.sqrt(x * x + y * y) - r_floor) / h_r)) & (
+            d * d + (z - Z_SUN_PC) ** 2 <= config.max_distance_pc**2
+        )
         idx = np.flatnonzero(keep)[:need]
-        parts.append((x[idx], y[idx]))
+        parts.append((x[idx], y[idx], z[idx]))
         got += idx.size
     else:
         raise RuntimeError("rejection sampling of young-region centres did not converge")
-    x, y = (np.concatenate(p) for p in zip(*parts, strict=True))
-    return x, y, _laplace(config.young_scale_height_pc, k, rng)
+    x, y, z = (np.concatenate(p) for p in zip(*parts, strict=True))
+    return x, y, z
 
 
 def _young_stars(m: int, config: PriorConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -705,8 +715,18 @@ def _young_stars(m: int, config: PriorConfig, rng: np.random.Generator) -> dict[
     reg_mh = MH_GRADIENT_PER_PC * (np.sqrt(cx**2 + cy**2) - R0_PC)
     reg_mh += YOUNG_MH_SCATTER * rng.standard_normal(n_reg)
     reg = rng.integers(0, n_reg, m)
-    offset = rng.standard_normal((3, m)) * reg_size[reg]
-    pos = _heliocentric(cx[reg] + offset[0], cy[reg] + offset[1], cz[reg] + offset[2])
+    dmax2 = config.max_distance_pc**2
+    x, y, z = np.empty(m), np.empty(m), np.empty(m)
+    todo = np.arange(m)
+    for _ in range(20):  # scatter about the centre again where a star left the sphere
+        offset = rng.standard_normal((3, todo.size)) * reg_size[reg[todo]]
+        x[todo], y[todo] = cx[reg[todo]] + offset[0], cy[reg[todo]] + offset[1]
+        z[todo] = cz[reg[todo]] + offset[2]
+        todo = todo[(x[todo] + R0_PC) ** 2 + y[todo] ** 2 + (z[todo] - Z_SUN_PC) ** 2 > dmax2]
+        if todo.size == 0:
+            break
+    x[todo], y[todo], z[todo] = cx[reg[todo]], cy[reg[todo]], cz[reg[todo]]
+    pos = _heliocentric(x, y, z)
     pos["log10_age"] = _truncated_normal(
         reg_age[reg], config.young_age_spread_dex, t_lo, t_hi, m, rng
     )

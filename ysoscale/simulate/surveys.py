@@ -517,11 +517,19 @@ def galactic_to_icrs(l_deg: np.ndarray, b_deg: np.ndarray) -> tuple[np.ndarray, 
     l_rad = np.radians(np.asarray(l_deg, dtype=np.float64))
     b_rad = np.radians(np.asarray(b_deg, dtype=np.float64))
     cos_b = np.cos(b_rad)
-    vec = np.stack([cos_b * np.cos(l_rad), cos_b * np.sin(l_rad), np.sin(b_rad)])
+    gx = np.cos(l_rad)
+    gx *= cos_b
+    gy = np.sin(l_rad)
+    gy *= cos_b
+    gz = np.sin(b_rad)
     m = _galactic_to_icrs_matrix()
-    x, y, z = np.tensordot(m, vec, axes=1)
-    ra = np.degrees(np.arctan2(y, x)) % 360.0
+    x = m[0, 0] * gx + m[0, 1] * gy + m[0, 2] * gz
+    y = m[1, 0] * gx + m[1, 1] * gy + m[1, 2] * gz
+    z = m[2, 0] * gx + m[2, 1] * gy + m[2, 2] * gz
     dec = np.degrees(np.arctan2(z, np.hypot(x, y)))
+    ra = np.degrees(np.arctan2(y, x, out=x), out=x)
+    ra += np.where(ra < 0.0, 360.0, 0.0)
+    ra[ra >= 360.0] = 0.0  # -1e-15 + 360 rounds to 360
     return ra, dec
 
 
@@ -578,23 +586,17 @@ class _BandTable:
     coef_x2: np.ndarray  # (1 - g) σ5²
     coef_x: np.ndarray  # g σ5²
     floor_sq: np.ndarray
-    band_cols: tuple[np.ndarray | slice, ...]  # per survey: its columns of BAND_IDS
+    survey_of_band: np.ndarray  # (28,) index of the survey measuring each band; len(surveys) = none
     detection_cols: tuple[np.ndarray, ...]  # per survey: columns of its detection bands
-
-
-def _cols(index: list[int]) -> np.ndarray | slice:
-    """A slice when the columns are contiguous (cheap views), else an index array."""
-    if index == list(range(index[0], index[-1] + 1)):
-        return slice(index[0], index[-1] + 1)
-    return np.array(index, dtype=np.intp)
 
 
 @functools.lru_cache(maxsize=32)
 def _band_table(surveys: tuple[str, ...]) -> _BandTable:
     nb = len(BAND_IDS)
     par = np.full((7, nb), np.nan, dtype=np.float64)
-    band_cols, det_cols, seen = [], [], set()
-    for name in surveys:
+    survey_of_band = np.full(nb, len(surveys), dtype=np.intp)
+    det_cols, seen = [], set()
+    for i, name in enumerate(surveys):
         m = SURVEY_MODELS[name]
         idx = [BAND_IDS.index(b) for b in m.bands]
         if seen.intersection(idx):
@@ -608,12 +610,13 @@ def _band_table(surveys: tuple[str, ...]) -> _BandTable:
         par[4, idx] = (1.0 - g) * _SIGMA5_SQ
         par[5, idx] = g * _SIGMA5_SQ
         par[6, idx] = np.square(m.error_floor)
-        band_cols.append(_cols(idx))
+        survey_of_band[idx] = i
         det_cols.append(np.array([BAND_IDS.index(b) for b in m.detection_bands], dtype=np.intp))
     par = par.astype(np.float32)
     for row in par:
         row.setflags(write=False)
-    return _BandTable(*par, band_cols=tuple(band_cols), detection_cols=tuple(det_cols))
+    survey_of_band.setflags(write=False)
+    return _BandTable(*par, survey_of_band=survey_of_band, detection_cols=tuple(det_cols))
 
 
 def _sigma_into(
@@ -666,15 +669,12 @@ def _observe_block(
     det &= np.greater_equal(m, table.bright, out=np.empty(shape, dtype=bool))
 
     ra, dec = galactic_to_icrs(l_deg, b_deg)
+    hit = np.zeros((shape[0], len(surveys) + 1), dtype=bool)  # last column: no survey
     for i, name in enumerate(surveys):
-        hit = det[:, table.detection_cols[i]].any(axis=1)
-        hit &= SURVEY_MODELS[name].in_footprint(ra, dec, l_deg, b_deg)
-        detected_out[:, i] = hit
-        cols = table.band_cols[i]
-        if isinstance(cols, slice):
-            det[:, cols] &= hit[:, None]
-        else:
-            det[:, cols] = det[:, cols] & hit[:, None]
+        np.any(det[:, table.detection_cols[i]], axis=1, out=hit[:, i])
+        hit[:, i] &= SURVEY_MODELS[name].in_footprint(ra, dec, l_deg, b_deg)
+    detected_out[...] = hit[:, :-1]
+    det &= hit[:, table.survey_of_band]
 
     # 0 / 1 = 0 and 0 / 0 = NaN: true magnitudes masked to NaN where not observed, so the
     # NaN flows through the noise and the error law (much faster than masked copies).
@@ -704,7 +704,8 @@ def observe(
     ``σ(observed)``; the survey keeps the star if any of its detection bands was detected
     and then reports only the detected bands. The Gaia parallax is ``true + N(0, σ_ϖ(G))``
     (:func:`gaia_parallax_error`, drawn at true G, reported at observed G) for stars with
-    a Gaia G measurement.
+    a Gaia G measurement; every such star is given a five-parameter solution (DR3 has
+    position-only solutions for ~20 % of its mostly faint sources, not modelled here).
 
     Stars are processed in blocks of :data:`_CHUNK` with whole-array numpy operations, so
     the result is a deterministic function of the generator's state (and the block size).
