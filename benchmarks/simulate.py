@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from distributed import Client, LocalCluster
-
+from ysoscale.cluster import connect
 from ysoscale.physics.isochrones import load_isochrone_grid
 from ysoscale.physics.photometry import load_photometry_grid
 from ysoscale.simulate.config import SimulationConfig
@@ -30,15 +29,10 @@ def timed_run(config: SimulationConfig, workers: int, scratch: Path) -> float:
     """Stars/s of one run on a fresh LocalCluster with ``workers`` processes."""
     out = scratch / f"bench_{workers}.zarr"
     shutil.rmtree(out, ignore_errors=True)
-    with (
-        LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with connect(workers=workers) as client:
         client.run(worker_forward_model)  # warm: load the model once per worker
         start = time.perf_counter()
-        report = simulate(config, out, scheduler=cluster.scheduler_address, progress=False)
+        report = simulate(config, out, scheduler=client.scheduler.address, progress=False)
         seconds = time.perf_counter() - start
     print(report.summary())
     return config.n / seconds

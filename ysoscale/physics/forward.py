@@ -358,19 +358,22 @@ class ForwardModel(torch.nn.Module):
         valid = inside & (model_weight > 1 - 1e-6) & (radius_t > 0) & (distance_t > 0)
         if with_disk:
             frac, temp = tensors[7], tensors[8]
-            disk_unit, ok_temp = self._disk_magnitudes(temp, av_t, rv_t)
-            # disk bolometric flux at Earth = frac * sigma T^4 (R/d)^2, in erg/s/cm^2
-            log_flux = (
-                torch.log10(frac)
-                + math.log10(STEFAN_BOLTZMANN_CGS)
-                + 4.0 * log_teff
-                + 2.0 * log_r_over_d
-            )
-            disk_mag = disk_unit - 2.5 * log_flux[:, None]
-            has_disk = (frac > 0)[:, None]
-            combined = -_POGSON * torch.logaddexp(mag / -_POGSON, disk_mag / -_POGSON)
-            mag = torch.where(has_disk, combined, mag)
-            valid = valid & (frac >= 0) & (ok_temp | (frac == 0))
+            valid = valid & (frac >= 0)
+            rows = torch.nonzero(frac > 0).squeeze(1)  # only stars with a disk pay for it
+            if rows.numel():
+                disk_unit, ok_temp = self._disk_magnitudes(temp[rows], av_t[rows], rv_t[rows])
+                # disk bolometric flux at Earth = frac * sigma T^4 (R/d)^2, in erg/s/cm^2
+                log_flux = (
+                    torch.log10(frac[rows])
+                    + math.log10(STEFAN_BOLTZMANN_CGS)
+                    + 4.0 * log_teff[rows]
+                    + 2.0 * log_r_over_d[rows]
+                )
+                disk_mag = disk_unit - 2.5 * log_flux[:, None]
+                star_mag = mag[rows]
+                combined = -_POGSON * torch.logaddexp(star_mag / -_POGSON, disk_mag / -_POGSON)
+                mag = mag.index_copy(0, rows, combined)
+                valid = valid.index_copy(0, rows, valid[rows] & ok_temp)
         return Photometry(mag=mag, valid=valid, model_weight=model_weight)
 
     def physical(
@@ -398,14 +401,22 @@ class ForwardModel(torch.nn.Module):
         derived, iso_ok = self.isochrones(mass_t, age_t, mh_t)
         teff = 10.0 ** derived["log10_teff"]
         radius = 10.0 ** derived["log10_radius"]
-        photometry = self.atmospheric(
-            teff, derived["logg"], mh_t, av_t, rv_t, radius, distance_t, disk_frac, disk_temp
-        )
-        mag = torch.where(iso_ok[:, None], photometry.mag, torch.nan)
+        # atmospheres only for stars the isochrones define; the others stay NaN / invalid
+        rows = torch.nonzero(iso_ok).squeeze(1)
+        disk = ()
+        if disk_frac is not None:
+            disk = tuple(self._tensors(disk_frac, disk_temp, mass_t)[0][:2])
+        inputs = [teff, derived["logg"], mh_t, av_t, rv_t, radius, distance_t, *disk]
+        photometry = self.atmospheric(*(t[rows] for t in inputs))
+        n_star = mass_t.shape[0]
+        mag = torch.full((n_star, len(self.bands)), torch.nan, dtype=teff.dtype, device=teff.device)
+        mag = mag.index_copy(0, rows, photometry.mag)
+        valid = torch.zeros_like(iso_ok).index_copy(0, rows, photometry.valid)
+        weight = torch.zeros_like(teff).index_copy(0, rows, photometry.model_weight)
         result = Photometry(
             mag=mag,
-            valid=photometry.valid & iso_ok,
-            model_weight=photometry.model_weight,
+            valid=valid,
+            model_weight=weight,
             teff=teff,
             logg=derived["logg"],
             log10_lum=derived["log10_lum"],

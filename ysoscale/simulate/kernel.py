@@ -36,10 +36,13 @@ def _draw_valid_stars(
     rate is reported by the caller's statistics, never silently padded.
     """
     kept: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
-    total = 0
+    total, drawn = 0, 0
     for _ in range(MAX_DRAW_ROUNDS):
         want = n - total
-        draws = sample_prior(int(want * 1.3) + 16, rng, config.prior)
+        acceptance = max(total / drawn, 0.05) if drawn else 0.8
+        batch = int(want / acceptance * 1.05) + 64
+        drawn += batch
+        draws = sample_prior(batch, rng, config.prior)
         phot = model.physical(
             draws["log10_mass"],
             draws["log10_age"],

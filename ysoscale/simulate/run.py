@@ -85,14 +85,27 @@ class SimulationReport:
         return "\n".join(lines)
 
 
-def _provenance() -> dict[str, str]:
-    from ysoscale.physics.isochrones import isochrone_grid_hash
-    from ysoscale.physics.photometry import PhotometryGridSpec
+def _ensure_grids(progress: bool) -> dict[str, str]:
+    """Build the model grids if they are not current; return their hashes (provenance)."""
+    from ysoscale.cache import stored_hash
+    from ysoscale.physics.isochrones import (
+        isochrone_grid_hash,
+        isochrone_grid_path,
+        load_isochrone_grid,
+    )
+    from ysoscale.physics.photometry import (
+        PhotometryGridSpec,
+        load_photometry_grid,
+        photometry_grid_path,
+    )
 
-    return {
-        "photometry_grid_hash": PhotometryGridSpec().hash(),
-        "isochrone_grid_hash": isochrone_grid_hash(),
-    }
+    spec = PhotometryGridSpec()
+    hashes = {"photometry_grid_hash": spec.hash(), "isochrone_grid_hash": isochrone_grid_hash()}
+    if stored_hash(photometry_grid_path(spec)) != hashes["photometry_grid_hash"]:
+        load_photometry_grid(spec, progress=progress)
+    if stored_hash(isochrone_grid_path()) != hashes["isochrone_grid_hash"]:
+        load_isochrone_grid(progress=progress)
+    return hashes
 
 
 def simulate(
@@ -123,13 +136,10 @@ def simulate(
     from tqdm.auto import tqdm
 
     from ysoscale.cluster import connect
-    from ysoscale.physics.isochrones import load_isochrone_grid
-    from ysoscale.physics.photometry import load_photometry_grid
 
     path = Path(out)
-    load_photometry_grid(progress=progress)  # build once here, never inside the workers
-    load_isochrone_grid(progress=progress)
-    store.create_or_check(path, config, _provenance())
+    provenance = _ensure_grids(progress)  # build here once, never inside the workers
+    store.create_or_check(path, config, provenance)
     done = set(store.done_chunks(path).tolist())
     todo = [i for i in range(config.n_chunks) if i not in done]
     n_todo = sum(config.chunk_bounds(i)[1] - config.chunk_bounds(i)[0] for i in todo)
