@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4e5 stars instead of 2e6")
     parser.add_argument("--n", type=int)
-    parser.add_argument("--chunk-size", type=int, default=50_000)
+    parser.add_argument("--chunk-size", type=int, default=100_000)
     args = parser.parse_args()
     n = args.n or (400_000 if args.quick else 2_000_000)
     config = SimulationConfig(n=n, seed=1, chunk_size=args.chunk_size)

@@ -103,6 +103,15 @@ def _as_buffer(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return torch.as_tensor(np.array(values, dtype=np.float64, order="C"), dtype=dtype)
 
 
+def _weighted_rows(table: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ_k weights[:, k] · table[rows[:, k]] without materialising the gathered rows.
+
+    ``embedding_bag`` fuses the gather and the weighted sum (about 4x faster than
+    index_select + bmm on CPU) and is differentiable in ``weights``.
+    """
+    return torch.nn.functional.embedding_bag(rows, table, per_sample_weights=weights, mode="sum")
+
+
 def _corner_weights(*fracs: torch.Tensor) -> torch.Tensor:
     """Multilinear weights (n, 2**k) of k axes, first axis slowest."""
     weights = torch.ones_like(fracs[0])[:, None]
@@ -261,9 +270,7 @@ class ForwardModel(torch.nn.Module):
         inside = ok_t & ok_g & ok_m & ok_r & ok_a
         base = (((ia * n_teff + it) * n_logg + ig) * n_mh + im) * n_rv + ir
         rows = base[:, None] + self.corner_offsets[None, :]
-        weights = _corner_weights(ft, fg, fm, fr)
-        corners = self.table.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
-        combined = torch.bmm(weights[:, None, :], corners)[:, 0]
+        combined = _weighted_rows(self.table, rows, _corner_weights(ft, fg, fm, fr))
         n_band = len(self.bands)
         return _evaluate_cubic(combined, fa, n_band), inside, combined[:, 4 * n_band]
 
@@ -275,9 +282,7 @@ class ForwardModel(torch.nn.Module):
         ir, fr, _ = _locate(self.inv_rv_nodes, -1.0 / rv)
         ia, fa, _ = _locate(self.av_nodes, av)
         rows = ((ik * n_rv + ir) * n_cell + ia)[:, None] + self.disk_corner_offsets[None, :]
-        weights = _corner_weights(fk, fr)
-        corners = self.disk_table.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
-        combined = torch.bmm(weights[:, None, :], corners)[:, 0]
+        combined = _weighted_rows(self.disk_table, rows, _corner_weights(fk, fr))
         return _evaluate_cubic(combined, fa, len(self.bands)), ok_k
 
     # -- public API ------------------------------------------------------------------
@@ -483,8 +488,13 @@ class _IsochroneInterpolator(torch.nn.Module):
         valid = ms_grid.valid.values.astype(bool) & np.isfinite(stacked).all(axis=-1)
         stacked[~valid] = 0.0
         self._shape = valid.shape
-        self.register_buffer("table", _as_buffer(stacked.reshape(-1, len(self.variables)), dtype))
-        self.register_buffer("node_valid", torch.from_numpy(valid.reshape(-1).copy()))
+        # last column: the node's validity, so one fused gather also checks the corners
+        with_valid = np.concatenate([stacked, valid[..., None].astype(np.float64)], axis=-1)
+        self.register_buffer(
+            "table", _as_buffer(with_valid.reshape(-1, with_valid.shape[-1]), dtype)
+        )
+        n_age, n_mh = valid.shape[1:]
+        self.register_buffer("corner_offsets", _corner_offsets([n_age * n_mh, n_mh, 1]))
         self.has_postms = _POSTMS_PREFIX + "log10_mass" in grid
         if self.has_postms:
             names = [_POSTMS_PREFIX + v for v in ("log10_mass", *self.variables)]
@@ -513,20 +523,12 @@ class _IsochroneInterpolator(torch.nn.Module):
         i, fi, ok_i = _locate(self.mass_nodes, log10_mass)
         j, fj, ok_j = _locate(self.age_nodes, log10_age)
         k, fk, ok_k = _locate(self.mh_nodes, mh)
-        out = torch.zeros(
-            log10_mass.shape[0],
-            len(self.variables),
-            dtype=self.table.dtype,
-            device=self.table.device,
-        )
-        ok = ok_i & ok_j & ok_k
-        for di, wi in ((0, 1 - fi), (1, fi)):
-            for dj, wj in ((0, 1 - fj), (1, fj)):
-                for dk, wk in ((0, 1 - fk), (1, fk)):
-                    row = ((i + di) * n_age + j + dj) * n_mh + k + dk
-                    w = wi * wj * wk
-                    out = out + w[:, None] * self.table[row]
-                    ok = ok & (self.node_valid[row] | (w == 0))
+        rows = ((i * n_age + j) * n_mh + k)[:, None] + self.corner_offsets[None, :]
+        combined = _weighted_rows(self.table, rows, _corner_weights(fi, fj, fk))
+        n_var = len(self.variables)
+        # valid only if every corner with weight is valid: the weights sum to one
+        ok = ok_i & ok_j & ok_k & (combined[:, n_var] > 1 - 1e-6)
+        out = combined[:, :n_var]
         return out, ok
 
     def _post_main_sequence(
@@ -541,7 +543,11 @@ class _IsochroneInterpolator(torch.nn.Module):
             for dj, wj in ((0, 1 - fj), (1, fj))
             for dk, wk in ((0, 1 - fk), (1, fk))
         ]
-        curve = sum(w[:, None] * self.postms_mass[row] for row, w in corners)
+        curve = _weighted_rows(
+            self.postms_mass,
+            torch.stack([row for row, _ in corners], dim=1),
+            torch.stack([w for _, w in corners], dim=1),
+        )
         target = log10_mass[:, None]
         hi = torch.searchsorted(
             curve.detach().contiguous(), target.detach().contiguous(), right=True

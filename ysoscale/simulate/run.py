@@ -24,10 +24,17 @@ from ysoscale.simulate.surveys import SURVEYS
 
 @functools.cache
 def worker_forward_model() -> ForwardModel:
-    """The ForwardModel of this process (loaded from the cache once per worker)."""
+    """The ForwardModel of this process (loaded from the cache once per worker).
+
+    Also keeps the process to one core: torch, zarr's codec threads and blosc would
+    otherwise spread onto the other workers' cores.
+    """
+    import numcodecs.blosc
     import torch
 
     torch.set_num_threads(1)  # one Dask worker thread = one core
+    zarr.config.set({"threading.max_workers": 1})
+    numcodecs.blosc.set_nthreads(1)
     return ForwardModel.default(progress=False)
 
 

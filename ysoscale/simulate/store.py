@@ -26,6 +26,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import BloscCodec
 
 from ysoscale import __version__
 from ysoscale.physics.passbands import BAND_IDS, BAND_LIST_VERSION
@@ -107,7 +108,12 @@ def create_or_check(path: Path, config: SimulationConfig, provenance: dict[str, 
                 if existing.attrs.get(key) != value:
                     raise ValueError(f"{path} was simulated with another {key}; start a new store")
         return
-    template(config, provenance).to_zarr(path, mode="w", compute=False, consolidated=True)
+    dataset = template(config, provenance)
+    # lz4 + byte shuffle: ~4x faster to write than zarr's default zstd for ~15 % more disk;
+    # at 2e5 stars/s compression would otherwise take a third of a worker's time
+    fast = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+    encoding = {name: {"compressors": (fast,)} for name in dataset.data_vars}
+    dataset.to_zarr(path, mode="w", compute=False, consolidated=True, encoding=encoding)
     # compute=False leaves chunk_done unwritten; make "not done" explicit
     zarr.open_array(str(path / "chunk_done"), mode="r+")[:] = 0
 
