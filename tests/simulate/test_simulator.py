@@ -138,12 +138,16 @@ def _band_index(band: str) -> int:
     return BAND_IDS.index(band)
 
 
-@pytest.mark.parametrize("survey", ["gaia", "tmass", "wise", "ps1", "sdss", "skymapper"])
-def test_counts_rise_to_the_faint_limit_and_stop(field_sample, survey: str) -> None:
+@pytest.mark.parametrize(
+    ("survey", "band"),
+    [("gaia", "gaia_g"), ("tmass", "tmass_j"), ("wise", "wise_w1"), ("ps1", "ps1_r"),
+     ("sdss", "sdss_r"), ("skymapper", "skymapper_r")],
+)  # fmt: skip
+def test_counts_rise_to_the_faint_limit_and_stop(field_sample, survey: str, band: str) -> None:
     """Number counts of detected stars grow toward the survey's faint limit and vanish
-    beyond it (Poisson tolerances: bins of hundreds to thousands of stars)."""
+    beyond it (3-sigma Poisson margin between the bins). GALEX is left out: it detects
+    ~0.02 % of a field sample (hot or nearby stars), too few for number counts here."""
     model = SURVEY_MODELS[survey]
-    band = model.bands[0] if survey != "wise" else "wise_w1"
     limit = model.faint_limit[model.bands.index(band)]
     mags = field_sample["mag"][:, _band_index(band)]
     mags = mags[np.isfinite(mags)]
