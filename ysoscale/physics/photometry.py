@@ -45,7 +45,7 @@ from ysoscale.physics.spectra import (
     spectral_grid_hash,
 )
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 LN10 = math.log(10.0)
 
 DEFAULT_AV_NODES = (0.0, 0.5, 1.0, 2.0, 3.0, 4.5, 6.0, 8.0, 10.0, 13.0, 16.0, 20.0, 25.0, 30.0)
@@ -62,8 +62,9 @@ class PhotometryGridSpec:
     library : str
         SEDFit spectral library, or several joined by ``+`` and split in Teff at
         ``switch_teff``. Default ``phoenix+kurucz``: PHOENIX up to 12,000 K, Kurucz above
-        (see :mod:`ysoscale.physics.spectra` for why not BT-Settl). Only the log g and
-        [M/H] nodes that every library shares are kept.
+        (see :mod:`ysoscale.physics.spectra` for why not BT-Settl). The [M/H] nodes
+        that every library shares are kept; log g nodes of any library are kept, filled
+        and marked invalid where a library lacks them.
     law : str
         Extinction law (``G23`` by default).
     bands : tuple of str
@@ -166,7 +167,7 @@ def spectral_segments(spec: PhotometryGridSpec) -> list[xr.Dataset]:
     libraries = spec.library.split("+")
     edges = [spec.teff_range[0], *spec.switch_teff[: len(libraries) - 1], spec.teff_range[1]]
     grids = [load_spectral_grid(lib) for lib in libraries]
-    logg = sorted(set.intersection(*(set(g.logg.values.tolist()) for g in grids)))
+    logg = sorted(set.union(*(set(g.logg.values.tolist()) for g in grids)))
     mh = sorted(set.intersection(*(set(g.mh.values.tolist()) for g in grids)))
     mh = [m for m in mh if spec.mh_range[0] <= m <= spec.mh_range[1]]
     segments = []
@@ -174,7 +175,14 @@ def spectral_segments(spec: PhotometryGridSpec) -> list[xr.Dataset]:
         teff = grid.teff.values
         keep = (teff > edges[i]) if i else (teff >= edges[i])
         keep &= teff <= edges[i + 1]
-        segments.append(grid.sel(teff=teff[keep], logg=logg, mh=mh))
+        segment = grid.sel(teff=teff[keep], mh=mh)
+        # a log g node another library has but this one lacks (Kurucz stops at 5.0,
+        # PHOENIX reaches 6.0 for M dwarfs) is filled from the nearest node, never valid
+        has_node = xr.DataArray(np.isin(logg, grid.logg.values), coords={"logg": logg})
+        segment = segment.reindex(logg=logg, method="nearest")
+        segment["valid"] = segment.valid & has_node
+        segment["computed"] = segment.computed & has_node
+        segments.append(segment)
     return segments
 
 

@@ -38,7 +38,10 @@ def plot_store(
         index = _sample(ds.sizes["star"], max_points)
         gaia = ds.mag.sel(band=["gaia_g", "gaia_bp", "gaia_rp"]).values[index]
         theta = ds.theta.sel(param=["teff", "logg", "log10_age", "distance_pc"]).values[index]
-        coverage = np.isfinite(ds.mag.values[index]).mean(axis=0)
+        observed = np.isfinite(ds.mag.values[index])
+        seen_any = observed.any(axis=1)
+        coverage = observed.mean(axis=0)
+        coverage_seen = observed[seen_any].mean(axis=0)
         bands = [str(b) for b in ds.band.values]
         n_total = ds.sizes["star"]
     teff, logg, log_age, distance = theta.T
@@ -53,8 +56,8 @@ def plot_store(
     field = seen & ~young
     ax.hexbin(colour[field], absolute[field], gridsize=180, bins="log", cmap="Greys", mincnt=1,
               extent=(-0.8, 5.0, -6.0, 17.0))  # fmt: skip
-    ax.scatter(colour[seen & young], absolute[seen & young], s=1, c="tab:red", alpha=0.3,
-               label="age < 10 Myr")  # fmt: skip
+    ax.scatter(colour[seen & young], absolute[seen & young], s=0.3, c="tab:red", alpha=0.15,
+               rasterized=True, label=f"age < 10 Myr ({(seen & young).sum():,})")  # fmt: skip
     ax.set(xlim=(-0.8, 5.0), ylim=(17.0, -6.0), xlabel="BP − RP (observed, reddened)",
            ylabel="M_G = G − 5 log10(d / 10 pc)")  # fmt: skip
     ax.set_title(f"Gaia CMD: {seen.sum():,} of {len(index):,} plotted stars detected in G, BP, RP")
@@ -68,17 +71,24 @@ def plot_store(
     points = ax.scatter(teff[shown], logg[shown], c=log_age[shown], s=0.5, cmap="viridis_r",
                         vmin=5.7, vmax=10.1, rasterized=True)  # fmt: skip
     fig.colorbar(points, ax=ax, label="log10(age / yr)")
-    ax.set(xscale="log", xlim=(40000, 2500), ylim=(5.5, -0.5), xlabel="Teff [K]",
+    ax.set(xscale="log", xlim=(40000, 2500), ylim=(5.7, -0.5), xlabel="Teff [K]",
            ylabel="log g [cgs]", title="Kiel diagram (true parameters)")  # fmt: skip
+    ticks = [3000, 4000, 6000, 10000, 20000, 40000]
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+    ax.minorticks_off()
     paths.append(out / "kiel.png")
     fig.savefig(paths[-1])
 
     fig = _figure((9.0, 4.0))
     ax = fig.add_subplot()
-    ax.bar(np.arange(len(bands)), coverage * 100, color="tab:blue")
-    ax.set_xticks(np.arange(len(bands)), bands, rotation=70, fontsize=8)
-    ax.set(ylabel="stars observed [%]", ylim=(0, 100),
+    x = np.arange(len(bands))
+    ax.bar(x - 0.2, coverage_seen * 100, width=0.4, color="tab:blue",
+           label=f"of stars seen in any band ({seen_any.mean():.1%} of all)")  # fmt: skip
+    ax.bar(x + 0.2, coverage * 100, width=0.4, color="tab:gray", label="of all simulated stars")
+    ax.set_xticks(x, bands, rotation=70, fontsize=8)
+    ax.set(ylabel="stars observed in the band [%]", ylim=(0, 100),
            title=f"Band coverage of {n_total:,} simulated stars")  # fmt: skip
+    ax.legend(loc="upper left")
     paths.append(out / "band_coverage.png")
     fig.savefig(paths[-1])
     return paths
