@@ -37,6 +37,23 @@ def test_sun_reproduces_willmer(sun, band_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
+def btsettl_sun() -> dict[str, float]:
+    from ysoscale.physics.photometry import DirectIntegrator, PhotometryGridSpec
+
+    spec = PhotometryGridSpec(library="btsettl", bands=tuple(sorted(WILLMER_SUN)))
+    mags = DirectIntegrator(spec)(5772.0, 4.438, 0.0, 0.0, 3.1)
+    return dict(zip(spec.bands, mags, strict=True))
+
+
+@pytest.mark.parametrize("band_id", sorted(WILLMER_SUN))
+def test_btsettl_sun_reproduces_willmer(btsettl_sun, band_id: str) -> None:
+    """The issue's literal oracle: BT-Settl (5772 K, log g 4.44, [M/H] 0, R☉, 10 pc),
+    integrated directly. SEDFit's BT-Settl is sound at solar metallicity (see spectra.py).
+    Tolerance 0.05 mag, as above."""
+    assert btsettl_sun[band_id] == pytest.approx(WILLMER_SUN[band_id], abs=0.05)
+
+
+@pytest.fixture(scope="module")
 def model64(photometry_grid, isochrone_grid) -> ForwardModel:
     return ForwardModel(
         photometry_grid, isochrone_grid, bands=["gaia_bp", "tmass_ks", "wise_w3"],

@@ -158,6 +158,23 @@ def test_counts_rise_to_the_faint_limit_and_stop(field_sample, survey: str, band
     assert beyond < 0.02 * len(mags) + 5
 
 
+def test_field_shows_main_sequence_and_red_giant_branch(field_sample) -> None:
+    """Gaia-detected field stars of 4000-5200 K split into dwarfs (log L < -0.3) and
+    giants of the RGB / red clump (log L > 1, log g < 3.5), both well populated."""
+    theta = field_sample["theta"]
+    column = {p: theta[:, i] for i, p in enumerate(THETA_PARAMS)}
+    gaia = field_sample["detected"][:, SURVEYS.index("gaia")]
+    field = gaia & (field_sample["population"] != POPULATIONS.index("young"))
+    cool = field & (column["teff"] > 4000) & (column["teff"] < 5200)
+    dwarfs = cool & (column["log10_lum"] < -0.3) & (column["logg"] > 4.2)
+    giants = cool & (column["log10_lum"] > 1.0) & (column["logg"] < 3.5)
+    assert dwarfs.sum() > 100 and giants.sum() > 20, (dwarfs.sum(), giants.sum())
+    # the giants are the luminous ones in the CMD too: brighter in absolute G by > 3 mag
+    distance = column["distance_pc"]
+    absolute = field_sample["mag_true"][:, _band_index("gaia_g")] - 5 * np.log10(distance / 10)
+    assert np.median(absolute[dwarfs]) - np.median(absolute[giants]) > 3.0
+
+
 def test_young_stars_lie_above_the_main_sequence(field_sample) -> None:
     """At fixed Teff (3500-5000 K) stars younger than 10 Myr are more luminous than
     field stars older than 1 Gyr that are still dwarfs (log g > 4.2)."""
