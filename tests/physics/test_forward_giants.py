@@ -12,6 +12,7 @@ import pytest
 import torch
 import xarray as xr
 
+from tests.physics.parsec_source import parsec_isochrones
 from ysoscale.physics.forward import ForwardModel, _IsochroneInterpolator
 from ysoscale.physics.isochrones import (
     ISOCHRONE_VARIABLES,
@@ -19,6 +20,7 @@ from ysoscale.physics.isochrones import (
     SUN_INITIAL_MH,
     postms_axis,
 )
+from ysoscale.simulate.priors import kroupa_log10_ppf
 
 
 @pytest.fixture(scope="module")
@@ -38,46 +40,6 @@ def _run(lookup: _IsochroneInterpolator, log_m, log_t, mh) -> tuple[dict, np.nda
     )
     out, ok = lookup(*tensors)
     return {k: v.numpy() for k, v in out.items()}, ok.numpy()
-
-
-def _parsec_isochrones():
-    """(feh, log age, rows of eep, initial mass, logT, logg, logL, logR) from the h5 file."""
-    import h5py
-    from lachesis_grids import grid_path
-
-    with h5py.File(grid_path("parsec_v1.25.h5"), "r") as handle:
-        cols = [str(c) for c in handle.attrs["columns"]]
-        feh, ages = handle["feh_values"][:], handle["age_values"][:]
-        lengths, values = handle["lengths"][:], handle["values"][:]
-    take = [cols.index(c) for c in ("eep", "initial_mass", "log_Teff", "log_g", "log_L", "log_R")]
-    start = 0
-    for k, n in enumerate(lengths):
-        if n:
-            yield (
-                float(feh[k // ages.size]),
-                float(ages[k % ages.size]),
-                values[start : start + n][:, take].astype(float),
-            )
-        start += n
-
-
-def _kroupa(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Kroupa (2001) IMF, 0.08-100 Msun: slope 1.3 below 0.5 Msun, 2.3 above."""
-    lo, br, hi = 0.08, 0.5, 100.0
-
-    def integral(a: float, b: float, alpha: float) -> float:
-        return (b ** (1 - alpha) - a ** (1 - alpha)) / (1 - alpha)
-
-    n1 = integral(lo, br, 1.3)
-    n2 = br ** (2.3 - 1.3) * integral(br, hi, 2.3)  # continuity at 0.5 Msun
-    upper = rng.random(n) < n2 / (n1 + n2)
-    u = rng.random(n)
-
-    def inverse(a: float, b: float, alpha: float) -> np.ndarray:
-        e = 1 - alpha
-        return (a**e + u * (b**e - a**e)) ** (1 / e)
-
-    return np.where(upper, inverse(br, hi, 2.3), inverse(lo, br, 1.3))
 
 
 # --------------------------------------------------------------------------------------
@@ -162,7 +124,7 @@ def test_red_clump(
     assert 1.6 < med_l < 1.8, med_l
     assert 4500 < med_t < 5000, med_t
     # the source
-    rows = next(r for f, a, r in _parsec_isochrones() if f == 0.0 and abs(a - log_age) < 1e-6)
+    rows = next(r for f, a, r in parsec_isochrones() if f == 0.0 and abs(a - log_age) < 1e-6)
     rows = rows[(rows[:, 0] >= 631) & (rows[:, 0] <= 707)]
     lm = np.log10(rows[:, 1])
     keep = lm >= np.maximum.accumulate(lm)
@@ -179,7 +141,7 @@ def test_reproduces_parsec_post_ms_points(lookup: _IsochroneInterpolator) -> Non
     EEP 606-630 of low-mass isochrones, float32 ties on the upper RGB) cannot all be
     reproduced: a mass maps to one point; they are counted in the 99th percentile only."""
     errors = []
-    for feh, log_age, rows in _parsec_isochrones():
+    for feh, log_age, rows in parsec_isochrones():
         if not 6.5 <= log_age <= 10.1:
             continue
         rows = rows[rows[:, 0] >= 455]
@@ -278,7 +240,7 @@ def test_kroupa_field_giant_fraction(lookup: _IsochroneInterpolator) -> None:
     design."""
     rng = np.random.default_rng(20261122)
     n = 100_000
-    mass = _kroupa(rng, n)
+    mass = 10 ** kroupa_log10_ppf(rng.random(n), 0.08, 100.0)
     age = rng.uniform(1e9, 10e9, n)
     out, ok = _run(lookup, np.log10(mass), np.log10(age), 0.0)
     alive = ok

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from tests.physics.parsec_source import parsec_isochrones
 from ysoscale.cache import CACHE_ENV
 from ysoscale.physics import isochrones
 from ysoscale.physics.isochrones import (
@@ -60,27 +61,6 @@ def _interp2(plane: xr.Dataset, mass_msun: np.ndarray, log10_age: np.ndarray) ->
         log10_mass=xr.DataArray(np.log10(mass_msun), dims="p"),
         log10_age=xr.DataArray(log10_age, dims="p"),
     )
-
-
-def _parsec_isochrones() -> Iterator[tuple[float, float, np.ndarray]]:
-    """(feh, log age, rows of eep, initial mass, logT, logg, logL, logR) from the h5 file."""
-    import h5py
-    from lachesis_grids import grid_path
-
-    with h5py.File(grid_path("parsec_v1.25.h5"), "r") as handle:
-        cols = [str(c) for c in handle.attrs["columns"]]
-        feh, ages = handle["feh_values"][:], handle["age_values"][:]
-        lengths, values = handle["lengths"][:], handle["values"][:]
-    take = [cols.index(c) for c in ("eep", "initial_mass", "log_Teff", "log_g", "log_L", "log_R")]
-    start = 0
-    for k, n in enumerate(lengths):
-        if n:
-            yield (
-                float(feh[k // ages.size]),
-                float(ages[k % ages.size]),
-                values[start : start + n][:, take].astype(float),
-            )
-        start += n
 
 
 # --------------------------------------------------------------------------------------
@@ -259,7 +239,7 @@ def test_reproduces_parsec_isochrones(grid: xr.Dataset) -> None:
     """
     lm_grid = grid.log10_mass.values
     errors = []
-    for feh, log_age, rows in _parsec_isochrones():
+    for feh, log_age, rows in parsec_isochrones():
         if not 5.70 <= log_age <= grid.log10_age.values[-1] or (feh == 0.0 and log_age < 8.5):
             continue
         rows = rows[rows[:, 0] <= 454]

@@ -397,17 +397,3 @@ class DirectIntegrator:
         curve = _reddening_weights(lam, matrix, rv, self.spec.law, self.spec.bands)
         mag, _ = integrate_slab(lam, flux[None, :], matrix, self.zero_points, curve, [av])
         return mag[0, 0] - 5.0 * (np.log10(radius / distance) + LOG10_R_SUN_OVER_PC)
-
-
-def direct_magnitudes(
-    spec: PhotometryGridSpec,
-    teff: float,
-    logg: float,
-    mh: float,
-    av: float,
-    rv: float,
-    radius: float = 1.0,
-    distance: float = 10.0,
-) -> np.ndarray:
-    """One-off :class:`DirectIntegrator` call (builds the band matrices each time)."""
-    return DirectIntegrator(spec)(teff, logg, mh, av, rv, radius, distance)
