@@ -112,7 +112,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     prior = dict(settings.pop("prior", {}))
     if args.population:
         prior["population"] = args.population
-    for key in ("n", "seed", "chunk_size", "surveys"):
+    for key in ("n", "seed", "chunk_size", "surveys", "require_detection"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     config = SimulationConfig.from_dict(settings | {"prior": prior})
@@ -183,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--chunk-size", dest="chunk_size", type=int, help="stars per task")
     sim.add_argument("--surveys", help="comma-separated: gaia,tmass,wise,ps1,sdss,galex,skymapper")
     sim.add_argument("--population", choices=["all", "field", "young"])
+    sim.add_argument(
+        "--require-detection",
+        dest="require_detection",
+        action="store_true",
+        default=None,
+        help="keep only stars some survey detected (training stores)",
+    )
     sim.add_argument("--config", help="TOML file with SimulationConfig keys ([prior] table)")
     sim.set_defaults(func=_cmd_simulate)
 

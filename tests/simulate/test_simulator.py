@@ -217,3 +217,12 @@ def test_plot_store(serial_store, tmp_path) -> None:
 
     for path in plot_store(serial_store, tmp_path):
         assert path.stat().st_size > 10_000
+
+
+def test_require_detection_keeps_only_catalog_stars(forward_model) -> None:
+    """Every kept star is detected by a selected survey; the kept sample is brighter."""
+    config = SimulationConfig(n=3000, require_detection=True, surveys=("gaia", "tmass"))
+    out = simulate_chunk(config.n, chunk_rng(4, 0), config, forward_model)
+    assert len(out["theta"]) == config.n
+    assert out["detected"].any(axis=1).all()
+    assert np.isfinite(out["mag"]).any(axis=1).all()

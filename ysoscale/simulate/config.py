@@ -63,6 +63,11 @@ class SimulationConfig:
     young_variability_mag : float
         Median extra photometric scatter of young (< 50 Myr) stars, lognormal with a
         0.5 dex-e width; added to noise and reported errors.
+    require_detection : bool
+        Keep only stars that some selected survey detected (draws are repeated until
+        ``n`` are kept). The stored sample is then the prior *conditioned on being in a
+        catalog*, which is what an estimator for catalog stars is trained on; the
+        default (False) stores the prior itself, detected or not.
 
     Examples
     --------
@@ -77,6 +82,7 @@ class SimulationConfig:
     surveys: tuple[str, ...] = SURVEYS
     prior: PriorConfig = field(default_factory=PriorConfig)
     young_variability_mag: float = 0.1
+    require_detection: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.surveys, str):

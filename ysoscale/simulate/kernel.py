@@ -89,10 +89,20 @@ def _draw_valid_stars(
     return merged, np.concatenate([m for _, m in kept])
 
 
+def young_variability(
+    log10_age: np.ndarray, config: SimulationConfig, rng: np.random.Generator
+) -> np.ndarray:
+    """Extra photometric scatter (mag) of stars younger than 50 Myr: lognormal around
+    ``config.young_variability_mag`` (0.5 e-fold width), 0 for older stars."""
+    scatter = config.young_variability_mag * rng.lognormal(0.0, 0.5, len(log10_age))
+    return np.where(log10_age < YOUNG_AGE_LOG10_YR, scatter, 0.0)
+
+
 def simulate_chunk(
     n: int, rng: np.random.Generator, config: SimulationConfig, model: ForwardModel
 ) -> dict[str, np.ndarray]:
-    """Simulate ``n`` observed stars.
+    """Simulate ``n`` stars (with ``config.require_detection``: ``n`` stars that at least
+    one survey detected, drawn until there are enough).
 
     Returns
     -------
@@ -113,9 +123,31 @@ def simulate_chunk(
     """
     if tuple(model.bands) != BAND_IDS:
         raise ValueError("the simulator needs a ForwardModel over all bands in BAND_IDS order")
+    if not config.require_detection:
+        return _observed_stars(n, rng, config, model)
+    parts, total, drawn = [], 0, 0
+    for _ in range(MAX_DRAW_ROUNDS):
+        want = n - total
+        acceptance = max(total / drawn, 0.005) if drawn else 0.1
+        batch = int(want / acceptance * 1.1) + 256
+        drawn += batch
+        part = _observed_stars(batch, rng, config, model)
+        keep = np.flatnonzero(part["detected"].any(axis=1))[:want]
+        parts.append({name: values[keep] for name, values in part.items()})
+        total += keep.size
+        if total == n:
+            return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    raise RuntimeError(
+        f"only {total} of {n} stars were detected by {config.surveys} after {drawn} draws"
+    )
+
+
+def _observed_stars(
+    n: int, rng: np.random.Generator, config: SimulationConfig, model: ForwardModel
+) -> dict[str, np.ndarray]:
+    """``n`` stars with valid photometry, observed by the surveys (detected or not)."""
     stars, true_mag = _draw_valid_stars(n, rng, config, model)
-    young = stars["log10_age"] < YOUNG_AGE_LOG10_YR
-    variability = np.where(young, config.young_variability_mag * rng.lognormal(0.0, 0.5, n), 0.0)
+    variability = young_variability(stars["log10_age"], config, rng)
     parallax_true = 1000.0 / stars["distance_pc"]
     seen = observe(
         true_mag,

@@ -1,0 +1,185 @@
+"""Configuration of the amortised posterior estimator (set transformer + normalizing flow)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ysoscale.physics.passbands import BAND_IDS, validate_band_ids
+
+PHYSICAL_PARAMS: tuple[str, ...] = (
+    "log10_mass",
+    "log10_age",
+    "mh",
+    "log10_distance",
+    "av",
+    "rv",
+)
+"""Default inferred parameters: initial mass, age, [M/H], log10(distance/pc), A_V, R_V."""
+
+ATMOSPHERIC_PARAMS: tuple[str, ...] = ("teff", "logg", "mh", "av", "rv", "distance_modulus")
+"""Atmospheric parametrisation (IrisML-like, plus a distance modulus for absolute scale)."""
+
+DEFAULT_PARAM_BOUNDS: dict[str, tuple[float, float]] = {
+    "log10_mass": (-1.1, 1.6),
+    "log10_age": (5.7, 10.13),
+    "mh": (-2.0, 0.5),
+    "log10_distance": (0.5, 4.5),
+    "av": (0.0, 30.0),
+    "rv": (2.3, 5.6),
+    "teff": (2300.0, 50000.0),
+    "logg": (-0.5, 6.0),
+    "distance_modulus": (-2.5, 17.5),
+}
+"""Support of every known parameter; the estimator's posterior lives inside these bounds."""
+
+KNOWN_PARAMS: tuple[str, ...] = tuple(DEFAULT_PARAM_BOUNDS)
+
+FLOWS: tuple[str, ...] = ("NSF", "MAF")
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """Architecture of a :class:`~ysoscale.nn.npe.PosteriorEstimator`.
+
+    Parameters
+    ----------
+    bands : tuple of str
+        Band ids the model accepts, in token-index order (column ``i`` of the magnitude
+        array is ``bands[i]``). Defaults to the full, versioned :data:`BAND_IDS`.
+    params : tuple of str
+        Inferred parameters, in the order of the last axis of ``theta``.
+    param_bounds : dict
+        ``{param: (lo, hi)}``; entries given here override :data:`DEFAULT_PARAM_BOUNDS`.
+        The posterior has support exactly on the box ``[lo, hi]`` of ``params``.
+    width, depth, heads, ff, dropout : int, int, int, int, float
+        Token width, transformer layers, attention heads, feed-forward width, dropout.
+    flow : {"NSF", "MAF"}
+        zuko flow family over the unconstrained (logit) parameter space.
+    transforms : int
+        Number of autoregressive transforms of the flow.
+    flow_hidden : tuple of int
+        Hidden layer widths of each transform's hyper-network.
+    use_parallax : bool
+        Whether a parallax token is built (missing parallaxes are masked).
+
+    Examples
+    --------
+    >>> config = EstimatorConfig(bands=("gaia_g", "tmass_ks"), width=32, heads=4)
+    >>> config.n_param, config.n_band
+    (6, 2)
+    >>> EstimatorConfig.from_dict(config.to_dict()) == config
+    True
+    """
+
+    bands: tuple[str, ...] = BAND_IDS
+    params: tuple[str, ...] = PHYSICAL_PARAMS
+    param_bounds: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: dict(DEFAULT_PARAM_BOUNDS)
+    )
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    ff: int = 384
+    dropout: float = 0.05
+    flow: str = "NSF"
+    transforms: int = 5
+    flow_hidden: tuple[int, ...] = (256, 256)
+    use_parallax: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bands", validate_band_ids(self.bands))
+        if isinstance(self.params, str):
+            object.__setattr__(self, "params", (self.params,))
+        object.__setattr__(self, "params", tuple(self.params))
+        object.__setattr__(self, "flow_hidden", tuple(int(h) for h in self.flow_hidden))
+
+        unknown = sorted(set(self.params) - set(KNOWN_PARAMS))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; known: {list(KNOWN_PARAMS)}")
+        if not self.params:
+            raise ValueError("no parameters given")
+        if len(set(self.params)) != len(self.params):
+            raise ValueError(f"duplicate parameters in {list(self.params)}")
+
+        unknown = sorted(set(self.param_bounds) - set(KNOWN_PARAMS))
+        if unknown:
+            raise ValueError(f"bounds for unknown parameter(s) {unknown}")
+        bounds = {**DEFAULT_PARAM_BOUNDS, **self.param_bounds}
+        bounds = {name: (float(lo), float(hi)) for name, (lo, hi) in bounds.items()}
+        bad = [name for name, (lo, hi) in bounds.items() if not lo < hi]
+        if bad:
+            raise ValueError(f"bounds must satisfy lo < hi; violated for {bad}")
+        object.__setattr__(self, "param_bounds", bounds)
+
+        for name in ("width", "depth", "heads", "ff", "transforms"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.flow not in FLOWS:
+            raise ValueError(f"unknown flow {self.flow!r}; choose one of {FLOWS}")
+        if not self.flow_hidden or min(self.flow_hidden) < 1:
+            raise ValueError(f"flow_hidden must be positive widths, got {self.flow_hidden}")
+
+    @classmethod
+    def irisml(cls, **overrides: Any) -> EstimatorConfig:
+        """The configuration reported for IrisML (Kapusta 2025): 256 wide, 10 layers, MAF.
+
+        Examples
+        --------
+        >>> EstimatorConfig.irisml().depth
+        10
+        """
+        values: dict[str, Any] = dict(
+            width=256, depth=10, heads=8, ff=768, dropout=0.05, flow="MAF", transforms=10
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def n_band(self) -> int:
+        return len(self.bands)
+
+    @property
+    def n_param(self) -> int:
+        return len(self.params)
+
+    @property
+    def bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(lo, hi)`` of ``params``, in parameter order."""
+        lo = tuple(self.param_bounds[p][0] for p in self.params)
+        hi = tuple(self.param_bounds[p][1] for p in self.params)
+        return lo, hi
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-serialisable), stored in the model card."""
+        values = dataclasses.asdict(self)
+        values["bands"] = list(self.bands)
+        values["params"] = list(self.params)
+        values["flow_hidden"] = list(self.flow_hidden)
+        values["param_bounds"] = {k: list(v) for k, v in self.param_bounds.items()}
+        return values
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> EstimatorConfig:
+        """Build from a dict (model card, TOML), rejecting misspelled keys by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown estimator setting(s) {unknown}; known: {sorted(known)}")
+        values = dict(values)
+        for key in ("bands", "params", "flow_hidden"):
+            if key in values and not isinstance(values[key], str):
+                values[key] = tuple(values[key])
+        if "param_bounds" in values:
+            values["param_bounds"] = {k: tuple(v) for k, v in values["param_bounds"].items()}
+        return cls(**values)

@@ -1,0 +1,220 @@
+"""Streaming batches from a training store, with noise and band dropout redrawn each epoch.
+
+The store (:mod:`ysoscale.simulate.store`) may be larger than memory: the loader reads one
+zarr chunk of stars at a time, in a shuffled chunk order, and shuffles within the chunk.
+For every batch it observes the noise-free magnitudes again through the survey models
+(:func:`ysoscale.simulate.surveys.observe`), so each epoch sees new noise and new
+detections, then drops observed bands at random (whole surveys and single bands) so the
+estimator learns every subset of bands. Stars left with no band are skipped, never
+padded with fake values.
+
+A held-out split is made of whole chunks (the last ``validation_fraction`` of them), so
+training and validation never share a star.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ysoscale.simulate.config import SimulationConfig
+from ysoscale.simulate.kernel import young_variability
+from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS, observe
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch (numpy, float32).
+
+    ``theta (B, n_param)`` in the estimator's parameter order; ``mag``, ``mag_err``
+    ``(B, n_band)`` in the estimator's band order (NaN = not observed); ``parallax``,
+    ``parallax_error (B,)`` in mas (NaN = none).
+    """
+
+    theta: np.ndarray
+    mag: np.ndarray
+    mag_err: np.ndarray
+    parallax: np.ndarray
+    parallax_error: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.theta)
+
+
+def derive_params(
+    theta: np.ndarray, store_params: Sequence[str], wanted: Sequence[str]
+) -> np.ndarray:
+    """Columns ``wanted`` from a store's ``theta``, deriving distances where asked.
+
+    ``log10_distance`` = log10(distance_pc); ``distance_modulus`` = 5 log10(d / 10 pc).
+    """
+    index = {name: i for i, name in enumerate(store_params)}
+    columns = []
+    for name in wanted:
+        if name in index:
+            columns.append(theta[:, index[name]])
+        elif name == "log10_distance":
+            columns.append(np.log10(theta[:, index["distance_pc"]]))
+        elif name == "distance_modulus":
+            columns.append(5.0 * np.log10(theta[:, index["distance_pc"]] / 10.0))
+        else:
+            raise ValueError(f"parameter {name!r} is not in the store ({list(store_params)})")
+    return np.column_stack(columns).astype(np.float32)
+
+
+class StoreLoader:
+    """Iterates over batches of a training store.
+
+    Parameters
+    ----------
+    store : path of a zarr training store
+    params, bands : the estimator's parameter and band order
+    batch_size : stars per batch
+    split : "train" or "validation"
+    validation_fraction : share of the store's chunks held out
+    band_dropout : probability of dropping each observed band
+    survey_dropout : probability of dropping each observed survey as a whole
+    redraw_noise : observe the noise-free magnitudes again (True for training)
+    seed : base seed; epoch ``e`` uses ``SeedSequence([seed, e])``
+
+    Examples
+    --------
+    >>> loader = StoreLoader("train.zarr", ("log10_mass",), ("gaia_g",))  # doctest: +SKIP
+    >>> batch = next(iter(loader.epoch(0)))  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        store: str | Path,
+        params: Sequence[str],
+        bands: Sequence[str],
+        *,
+        batch_size: int = 2048,
+        split: str = "train",
+        validation_fraction: float = 0.05,
+        band_dropout: float = 0.1,
+        survey_dropout: float = 0.15,
+        redraw_noise: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if split not in ("train", "validation"):
+            raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+        self.path = Path(store)
+        self.params, self.bands = tuple(params), tuple(bands)
+        self.batch_size = int(batch_size)
+        self.band_dropout, self.survey_dropout = band_dropout, survey_dropout
+        self.redraw_noise, self.seed = redraw_noise, seed
+        with xr.open_zarr(self.path) as ds:
+            self.config = SimulationConfig.from_dict(json.loads(ds.attrs["config"]))
+            self.store_params = [str(p) for p in ds.param.values]
+            store_bands = [str(b) for b in ds.band.values]
+            missing = [b for b in self.bands if b not in store_bands]
+            if missing:
+                raise ValueError(f"bands {missing} are not in the store {self.path}")
+            self._columns = [store_bands.index(b) for b in self.bands]
+            self._chunk = int(ds.theta.encoding.get("chunks", (ds.sizes["star"],))[0])
+            n_star = ds.sizes["star"]
+            done = ds.chunk_done.values.astype(bool)
+        chunks = [i for i in range(math.ceil(n_star / self._chunk)) if done[i]]
+        n_val = max(1, int(round(len(chunks) * validation_fraction))) if len(chunks) > 1 else 0
+        self.chunks = (
+            chunks[len(chunks) - n_val :]
+            if split == "validation"
+            else chunks[: len(chunks) - n_val]
+        )
+        if not self.chunks:
+            raise ValueError(f"{self.path} has no completed chunks for the {split} split")
+        self.n_star = n_star
+        # band columns of every survey, in the store's full band order
+        self._survey_columns = {
+            name: [store_bands.index(b) for b in SURVEY_MODELS[name].bands] for name in SURVEYS
+        }
+
+    def _read(self, ds: xr.Dataset, index: int) -> dict[str, np.ndarray]:
+        region = slice(index * self._chunk, min((index + 1) * self._chunk, self.n_star))
+        names = ("theta", "mag_true", "mag", "mag_err", "parallax_true", "parallax",
+                 "parallax_error", "l", "b")  # fmt: skip
+        return {name: ds[name].isel(star=region).values for name in names}
+
+    def _observe(
+        self, part: dict[str, np.ndarray], rng: np.random.Generator
+    ) -> tuple[np.ndarray, ...]:
+        if not self.redraw_noise:
+            return part["mag"], part["mag_err"], part["parallax"], part["parallax_error"]
+        log10_age = part["theta"][:, self.store_params.index("log10_age")]
+        seen = observe(
+            part["mag_true"].astype(np.float64),
+            part["l"],
+            part["b"],
+            part["parallax_true"].astype(np.float64),
+            rng,
+            surveys=self.config.surveys,
+            variability=young_variability(log10_age, self.config, rng),
+        )
+        return seen.mag, seen.mag_err, seen.parallax, seen.parallax_error
+
+    def _drop(self, mag: np.ndarray, err: np.ndarray, rng: np.random.Generator) -> None:
+        """Drop whole surveys, then single bands, in place."""
+        n = len(mag)
+        for columns in self._survey_columns.values():
+            lost = rng.random(n) < self.survey_dropout
+            mag[np.ix_(lost, columns)] = np.nan
+        lost = rng.random(mag.shape) < self.band_dropout
+        mag[lost] = np.nan
+        err[np.isnan(mag)] = np.nan
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """Batches of one epoch (the same for the same ``seed`` and ``epoch``)."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
+        order = rng.permutation(self.chunks)
+        pending: list[Batch] = []
+        with xr.open_zarr(self.path) as ds:
+            for index in order:
+                part = self._read(ds, int(index))
+                mag, err, parallax, parallax_err = self._observe(part, rng)
+                mag, err = np.array(mag, dtype=np.float32), np.array(err, dtype=np.float32)
+                if self.band_dropout or self.survey_dropout:
+                    self._drop(mag, err, rng)
+                mag, err = mag[:, self._columns], err[:, self._columns]
+                keep = np.isfinite(mag).any(axis=1)
+                if self.band_dropout or self.survey_dropout:
+                    parallax = np.where(
+                        rng.random(len(mag)) < self.survey_dropout, np.nan, parallax
+                    )
+                batch = Batch(
+                    theta=derive_params(part["theta"], self.store_params, self.params),
+                    mag=mag,
+                    mag_err=err,
+                    parallax=np.asarray(parallax, dtype=np.float32),
+                    parallax_error=np.asarray(parallax_err, dtype=np.float32),
+                )
+                pending.append(_take(batch, rng.permutation(np.flatnonzero(keep))))
+                yield from self._emit(pending, final=False)
+        yield from self._emit(pending, final=True)
+
+    def _emit(self, pending: list[Batch], *, final: bool) -> Iterator[Batch]:
+        """Cut full batches from the pending parts (and the remainder at the end)."""
+        total = sum(len(p) for p in pending)
+        while total >= self.batch_size or (final and total > 0):
+            merged = _concat(pending)
+            size = min(self.batch_size, total)
+            pending[:] = [_take(merged, slice(size, None))] if total > size else []
+            total -= size
+            yield _take(merged, slice(0, size))
+
+
+_FIELDS = ("theta", "mag", "mag_err", "parallax", "parallax_error")
+
+
+def _concat(parts: list[Batch]) -> Batch:
+    return Batch(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+
+
+def _take(batch: Batch, rows: slice | np.ndarray) -> Batch:
+    return Batch(*(getattr(batch, f)[rows] for f in _FIELDS))

@@ -1,0 +1,251 @@
+"""Training loop: AdamW, warm-up + cosine schedule, early stopping, resumable checkpoints.
+
+Checkpoints never use pickle for weights: the model is saved with safetensors; the
+optimizer state is saved with ``torch.save`` and read back with ``weights_only=True``.
+``train`` resumes from ``OUT/checkpoint/`` when it exists, so a long CPU training can be
+spread over several sessions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ysoscale.nn import EstimatorConfig, PosteriorEstimator
+from ysoscale.train.loader import Batch, StoreLoader
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation settings (all validated; unknown keys rejected by ``from_dict``)."""
+
+    epochs: int = 40
+    batch_size: int = 2048
+    learning_rate: float = 5e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 300
+    patience: int = 6
+    band_dropout: float = 0.1
+    survey_dropout: float = 0.15
+    validation_fraction: float = 0.05
+    seed: int = 0
+    max_minutes: float | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
+        for name in ("band_dropout", "survey_dropout", "validation_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class TrainingReport:
+    """What a call to :func:`train` did."""
+
+    out_dir: Path
+    epochs_run: int
+    best_validation_nll: float
+    stopped_early: bool
+    seconds: float
+
+
+def _tensors(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
+    return {
+        "theta": torch.from_numpy(batch.theta).to(device),
+        "mag": torch.from_numpy(batch.mag).to(device),
+        "mag_err": torch.from_numpy(batch.mag_err).to(device),
+        "parallax": torch.from_numpy(batch.parallax).to(device),
+        "parallax_error": torch.from_numpy(batch.parallax_error).to(device),
+    }
+
+
+def _learning_rate_factor(step: int, progress: float, warmup: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay over the whole run."""
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+@torch.no_grad()
+def validation_nll(model: PosteriorEstimator, loader: StoreLoader, device: torch.device) -> float:
+    """Mean negative log posterior density of the held-out stars."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in loader.epoch(0):
+        tensors = _tensors(batch, device)
+        total += float(model.nll(**tensors)) * len(batch)
+        count += len(batch)
+    model.train()
+    return total / max(count, 1)
+
+
+def train(
+    store: str | Path,
+    out_dir: str | Path,
+    estimator: EstimatorConfig | None = None,
+    training: TrainingConfig | None = None,
+    *,
+    progress: bool = True,
+) -> TrainingReport:
+    """Train a :class:`PosteriorEstimator` on a simulated store; resume if interrupted.
+
+    Writes ``OUT/model.safetensors`` and ``OUT/model_card.json`` (the best validation
+    epoch so far) and ``OUT/checkpoint/`` (the latest state, for resuming).
+
+    Examples
+    --------
+    >>> report = train("train.zarr", "model/", training=TrainingConfig(epochs=2))  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    estimator = estimator or EstimatorConfig()
+    training = training or TrainingConfig()
+    out = Path(out_dir)
+    checkpoint = out / "checkpoint"
+    device = torch.device(training.device)
+    torch.manual_seed(training.seed)
+    common = {
+        "params": estimator.params,
+        "bands": estimator.bands,
+        "batch_size": training.batch_size,
+        "validation_fraction": training.validation_fraction,
+        "seed": training.seed,
+    }
+    train_loader = StoreLoader(store, split="train", band_dropout=training.band_dropout,
+                               survey_dropout=training.survey_dropout, **common)  # fmt: skip
+    val_loader = StoreLoader(store, split="validation", band_dropout=0.0, survey_dropout=0.0,
+                             redraw_noise=False, **common)  # fmt: skip
+
+    model = PosteriorEstimator(estimator).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay
+    )
+    state = {"epoch": 0, "step": 0, "best": math.inf, "bad_epochs": 0, "history": []}
+    if (checkpoint / "state.json").exists():
+        resumed = PosteriorEstimator.load(checkpoint, map_location=device)
+        if resumed.config != estimator:
+            raise ValueError(f"{checkpoint} holds a model with another configuration")
+        model.load_state_dict(resumed.state_dict())
+        optimizer.load_state_dict(
+            torch.load(checkpoint / "optimizer.pt", map_location=device, weights_only=True)
+        )
+        state = json.loads((checkpoint / "state.json").read_text())
+        print(f"resuming from epoch {state['epoch']} (best validation NLL {state['best']:.4f})")
+
+    started = time.perf_counter()
+    stopped_early = False
+    steps_per_epoch = max(1, state.get("steps_per_epoch", 0))
+    model.train()
+    while state["epoch"] < training.epochs:
+        epoch = state["epoch"]
+        bar = tqdm(desc=f"epoch {epoch + 1}/{training.epochs}", unit="batch", disable=not progress)
+        running, seen = 0.0, 0
+        for i, batch in enumerate(train_loader.epoch(epoch)):
+            tensors = _tensors(batch, device)
+            progress_frac = (epoch + i / steps_per_epoch) / training.epochs
+            factor = _learning_rate_factor(state["step"], progress_frac, training.warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = training.learning_rate * factor
+            loss = model.nll(**tensors)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            state["step"] += 1
+            running += float(loss) * len(batch)
+            seen += len(batch)
+            bar.set_postfix(nll=f"{running / seen:.3f}")
+            bar.update()
+        bar.close()
+        state["steps_per_epoch"] = i + 1
+        steps_per_epoch = i + 1
+        val = validation_nll(model, val_loader, device)
+        state["history"].append({"epoch": epoch + 1, "train_nll": running / max(seen, 1),
+                                 "validation_nll": val})  # fmt: skip
+        state["epoch"] = epoch + 1
+        if val < state["best"]:
+            state["best"], state["bad_epochs"] = val, 0
+            model.save(out, card=_card(store, training, state, train_loader))
+        else:
+            state["bad_epochs"] += 1
+        _save_checkpoint(checkpoint, model, optimizer, state, store, training, train_loader)
+        print(
+            f"epoch {epoch + 1}: train NLL {running / max(seen, 1):.4f}, validation NLL {val:.4f}"
+        )
+        if state["bad_epochs"] >= training.patience:
+            stopped_early = True
+            break
+        elapsed = (time.perf_counter() - started) / 60
+        if training.max_minutes is not None and elapsed > training.max_minutes:
+            print(f"stopping after {elapsed:.1f} min (max_minutes); re-run to resume")
+            break
+    return TrainingReport(out, state["epoch"], state["best"], stopped_early,
+                          time.perf_counter() - started)  # fmt: skip
+
+
+def _card(store: str | Path, training: TrainingConfig, state: dict, loader: StoreLoader) -> dict:
+    """What the model saw and how well it did (goes into model_card.json)."""
+    with_attrs = {}
+    try:
+        import xarray as xr
+
+        with xr.open_zarr(store) as ds:
+            keys = ("photometry_grid_hash", "isochrone_grid_hash", "config")
+            with_attrs = {k: ds.attrs.get(k) for k in keys}
+    except Exception:  # the card must not fail a training run
+        pass
+    return {
+        "training_store": str(store),
+        "training_store_attrs": with_attrs,
+        "training_chunks": len(loader.chunks),
+        "training": dataclasses.asdict(training),
+        "epochs": state["epoch"],
+        "best_validation_nll": state["best"],
+        "history": state["history"],
+        "trained_at_unix": time.time(),
+    }
+
+
+def _save_checkpoint(
+    directory: Path,
+    model: PosteriorEstimator,
+    optimizer: torch.optim.Optimizer,
+    state: dict,
+    store: str | Path,
+    training: TrainingConfig,
+    loader: StoreLoader,
+) -> None:
+    """Write the latest state next to the old one, then swap (an interrupt never leaves a
+    half-written checkpoint)."""
+    tmp = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp, card=_card(store, training, state, loader))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, default=float))
+    shutil.rmtree(directory, ignore_errors=True)
+    tmp.rename(directory)
+
+
+__all__ = ["TrainingConfig", "TrainingReport", "train", "validation_nll"]
