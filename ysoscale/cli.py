@@ -121,6 +121,41 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from ysoscale.nn import EstimatorConfig
+    from ysoscale.train.trainer import TrainingConfig, train
+
+    settings: dict = {}
+    if args.config:
+        with open(args.config, "rb") as handle:
+            settings = tomllib.load(handle)
+    unknown = sorted(set(settings) - {"estimator", "training"})
+    if unknown:
+        raise ValueError(
+            f"unknown table(s) {unknown} in {args.config}; use [estimator], [training]"
+        )
+    training = dict(settings.get("training", {}))
+    for key in ("device", "epochs", "max_minutes"):
+        if getattr(args, key) is not None:
+            training[key] = getattr(args, key)
+    estimator = settings.get("estimator", {})
+    if args.irisml:
+        estimator = EstimatorConfig.irisml().to_dict() | estimator
+    report = train(
+        args.data,
+        args.out,
+        EstimatorConfig.from_dict(estimator),
+        TrainingConfig.from_dict(training),
+    )
+    print(
+        f"{report.out_dir}: {report.epochs_run} epoch(s), best validation NLL "
+        f"{report.best_validation_nll:.4f}{' (stopped early)' if report.stopped_early else ''}"
+    )
+    return 0
+
+
 def _cmd_plot_store(args: argparse.Namespace) -> int:
     from ysoscale.simulate.plots import plot_store
 
@@ -192,6 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--config", help="TOML file with SimulationConfig keys ([prior] table)")
     sim.set_defaults(func=_cmd_simulate)
+
+    tr = sub.add_parser("train", help="train a posterior estimator on a simulated store")
+    tr.add_argument("--data", required=True, help="training store (ysoscale simulate)")
+    tr.add_argument("--out", required=True, help="model directory (resumed if it exists)")
+    tr.add_argument("--config", help="TOML with [estimator] and [training] tables")
+    tr.add_argument("--device", choices=["cpu", "cuda"])
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--max-minutes", dest="max_minutes", type=float)
+    tr.add_argument("--irisml", action="store_true", help="the IrisML-size configuration")
+    tr.set_defaults(func=_cmd_train)
 
     plot = sub.add_parser("plot", help="plots")
     plot_sub = plot.add_subparsers(dest="plot_command", required=True)
