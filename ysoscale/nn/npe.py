@@ -68,6 +68,29 @@ def _as_tensor(value: Any, device: torch.device) -> Tensor | None:
     return torch.as_tensor(value, dtype=torch.float32, device=device)
 
 
+PACKING_GROUPS = 4
+
+
+def encode_packed(encoder: SetEncoder, tokens: Tensor, padding_mask: Tensor) -> Tensor:
+    """Run ``encoder`` on tokens packed by count (see :meth:`PosteriorEstimator.context`)."""
+    batch, _, width = tokens.shape
+    counts = (~padding_mask).sum(dim=1)
+    order = torch.argsort(padding_mask.to(torch.int8), dim=1, stable=True)  # observed first
+    tokens = tokens.gather(1, order.unsqueeze(-1).expand(-1, -1, width))
+    padding_mask = padding_mask.gather(1, order)
+    if batch < 64:
+        length = int(counts.max())
+        return encoder(tokens[:, :length], padding_mask[:, :length])
+    by_count = torch.argsort(counts)
+    out = tokens.new_empty(batch, width)
+    for group in torch.tensor_split(by_count, PACKING_GROUPS):
+        if group.numel():
+            length = int(counts[group].max())
+            encoded = encoder(tokens[group, :length], padding_mask[group, :length])
+            out = out.index_copy(0, group, encoded)
+    return out
+
+
 class PosteriorEstimator(nn.Module):
     """Conditional density ``p(theta | photometry, parallax)`` over physical parameters.
 
@@ -128,10 +151,16 @@ class PosteriorEstimator(nn.Module):
         parallax: Tensor | None = None,
         parallax_error: Tensor | None = None,
     ) -> Tensor:
-        """Summary vector ``(batch, width)`` that conditions the flow."""
+        """Summary vector ``(batch, width)`` that conditions the flow.
+
+        Stars carry a handful of observed bands out of ``n_band`` tokens. Tokens are
+        packed (observed first) and stars grouped by their token count, and each group
+        is encoded with only as many positions as it needs: exact, because the encoder is
+        permutation invariant and ignores padding, and several times faster.
+        """
         self._check_observed(mag, mag_err)
         tokens, padding_mask = self.tokenizer(mag, mag_err, parallax, parallax_error)
-        return self.encoder(tokens, padding_mask)
+        return encode_packed(self.encoder, tokens, padding_mask)
 
     def forward(
         self,
