@@ -174,7 +174,7 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
             state["step"] += 1
-            running += float(loss) * len(batch)
+            running += float(loss.detach()) * len(batch)
             seen += len(batch)
             bar.set_postfix(nll=f"{running / seen:.3f}")
             bar.update()

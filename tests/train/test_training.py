@@ -1,0 +1,87 @@
+"""The training path: streaming loader over a store, trainer, checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ysoscale.nn import EstimatorConfig, PosteriorEstimator
+from ysoscale.simulate.config import SimulationConfig
+from ysoscale.simulate.run import simulate
+from ysoscale.train.loader import StoreLoader, derive_params
+from ysoscale.train.trainer import TrainingConfig, train
+
+TINY = EstimatorConfig(width=16, depth=1, heads=2, ff=32, transforms=2, flow_hidden=(32,))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, photometry_grid, isochrone_grid) -> Path:
+    path = tmp_path_factory.mktemp("train") / "store.zarr"
+    config = SimulationConfig(n=6000, seed=5, chunk_size=1000, require_detection=True)
+    simulate(config, path, workers=0, progress=False)
+    return path
+
+
+def _loader(store: Path, **options) -> StoreLoader:
+    return StoreLoader(store, TINY.params, TINY.bands, batch_size=500, **options)
+
+
+def test_splits_are_disjoint_chunks(store) -> None:
+    train_chunks = set(_loader(store).chunks)
+    validation_chunks = set(_loader(store, split="validation").chunks)
+    assert train_chunks and validation_chunks and not train_chunks & validation_chunks
+
+
+def test_batches_are_usable_and_epochs_differ(store) -> None:
+    loader = _loader(store)
+    first = list(loader.epoch(0))
+    again = list(loader.epoch(0))
+    second = list(loader.epoch(1))
+    for batch in first:
+        assert batch.theta.shape == (len(batch), len(TINY.params))
+        assert np.isfinite(batch.mag).any(axis=1).all()  # no star without a band
+        assert np.array_equal(np.isnan(batch.mag), np.isnan(batch.mag_err))
+        assert np.isfinite(batch.theta).all()
+    np.testing.assert_array_equal(first[0].mag, again[0].mag)  # an epoch is reproducible
+    assert not np.array_equal(first[0].mag, second[0].mag)  # noise and dropout are redrawn
+
+
+def test_dropout_removes_bands(store) -> None:
+    plain = _loader(store, band_dropout=0.0, survey_dropout=0.0)
+    dropped = _loader(store, band_dropout=0.5, survey_dropout=0.0)
+    n_plain = np.mean([np.isfinite(b.mag).sum(axis=1).mean() for b in plain.epoch(0)])
+    n_dropped = np.mean([np.isfinite(b.mag).sum(axis=1).mean() for b in dropped.epoch(0)])
+    assert n_dropped < 0.75 * n_plain
+
+
+def test_derived_distance_parameters() -> None:
+    theta = np.array([[100.0, 1.0]])
+    out = derive_params(theta, ["distance_pc", "av"], ["log10_distance", "distance_modulus"])
+    np.testing.assert_allclose(out, [[2.0, 5.0]], rtol=1e-6)
+    with pytest.raises(ValueError, match="teff"):
+        derive_params(theta, ["distance_pc", "av"], ["teff"])
+
+
+def test_train_writes_a_loadable_model_and_resumes(store, tmp_path) -> None:
+    out = tmp_path / "model"
+    first = train(store, out, TINY, TrainingConfig(epochs=1, batch_size=500), progress=False)
+    assert first.epochs_run == 1 and np.isfinite(first.best_validation_nll)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training_store"] == str(store) and card["history"]
+    model = PosteriorEstimator.load(out)
+    assert model.config == TINY
+    resumed = train(store, out, TINY, TrainingConfig(epochs=2, batch_size=500), progress=False)
+    assert resumed.epochs_run == 2
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert [h["epoch"] for h in state["history"]] == [1, 2]
+
+
+def test_training_refuses_another_architecture(store, tmp_path) -> None:
+    out = tmp_path / "model"
+    train(store, out, TINY, TrainingConfig(epochs=1, batch_size=500), progress=False)
+    other = EstimatorConfig(width=32, depth=1, heads=2, ff=32, transforms=2, flow_hidden=(32,))
+    with pytest.raises(ValueError, match="another configuration"):
+        train(store, out, other, TrainingConfig(epochs=2, batch_size=500), progress=False)
