@@ -76,7 +76,9 @@ exp(-(R_m - R0) / 2.3 kpc) is the dust disk's radial profile (Drimmel & Spergel 
 h_R ≈ 0.28 R0) evaluated at R_m, the Galactocentric radius half-way through the part of
 the sight line inside the layer; c is a mean-one log-normal clumpiness factor
 (σ_ln = ``av_clump_sigma``). Young stars add an embedded A_V, log-normal with median
-``young_av_median`` and σ_ln ``young_av_sigma``. A_V is clipped at 30 mag.
+``young_av_median`` and σ_ln ``young_av_sigma``. A_V is not clipped: stars beyond the
+photometry grid's 30 mag are invalid for the forward model and the simulator redraws
+them, so the prior is truncated there without a pile-up at the edge.
 
 R_V is N(3.1, 0.2) (Fitzpatrick & Massa 2007, ApJ 663, 320; Schlafly et al. 2016, ApJ
 821, 78: σ(R_V) ≈ 0.18) with probability 1 - p, and uniform in 3.3-5.5 (dense-cloud
@@ -124,7 +126,6 @@ PRIOR_KEYS = (
 R0_PC = 8200.0
 Z_SUN_PC = 20.0
 MH_RANGE = (-2.0, 0.5)
-AV_MAX = 30.0
 RV_RANGE = (2.3, 5.6)
 MAX_LOG10_AGE = math.log10(13e9)
 NO_DISK_TEMP = 800.0
@@ -805,7 +806,7 @@ def sample_prior(
 
     log10_age = out["log10_age"]
     out["log10_mass"] = _log10_masses(log10_age, config, rng)
-    np.clip(out["av"], 0.0, AV_MAX, out=out["av"])
+    np.maximum(out["av"], 0.0, out=out["av"])
     # beyond 40 e-folding times the disk probability (< 5e-18) is taken as zero
     maybe = np.flatnonzero(log10_age < math.log10(40.0 * config.disk_efold_myr * 1e6))
     p_disk = np.exp(-(10.0 ** log10_age[maybe]) / (config.disk_efold_myr * 1e6))
