@@ -85,3 +85,17 @@ def test_training_refuses_another_architecture(store, tmp_path) -> None:
     other = EstimatorConfig(width=32, depth=1, heads=2, ff=32, transforms=2, flow_hidden=(32,))
     with pytest.raises(ValueError, match="another configuration"):
         train(store, out, other, TrainingConfig(epochs=2, batch_size=500), progress=False)
+
+
+def test_learning_rate_schedule_warms_up_then_decays() -> None:
+    from ysoscale.train.trainer import _learning_rate_factor
+
+    assert _learning_rate_factor(0, 0.0, 100) == pytest.approx(0.01)
+    assert _learning_rate_factor(99, 0.0, 100) == pytest.approx(1.0)
+    assert _learning_rate_factor(500, 0.5, 100) == pytest.approx(0.5)
+    assert _learning_rate_factor(500, 1.0, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_first_epoch_uses_a_step_estimate(store) -> None:
+    loader = _loader(store)
+    assert loader.max_batches() >= sum(1 for _ in loader.epoch(0))

@@ -136,6 +136,11 @@ class StoreLoader:
             name: [store_bands.index(b) for b in SURVEY_MODELS[name].bands] for name in SURVEYS
         }
 
+    def max_batches(self) -> int:
+        """Batches per epoch if every star of the split has a band (an upper bound)."""
+        stars = sum(min(self._chunk, self.n_star - i * self._chunk) for i in self.chunks)
+        return max(1, math.ceil(stars / self.batch_size))
+
     def _read(self, ds: xr.Dataset, index: int) -> dict[str, np.ndarray]:
         region = slice(index * self._chunk, min((index + 1) * self._chunk, self.n_star))
         names = ("theta", "mag_true", "mag", "mag_err", "parallax_true", "parallax",

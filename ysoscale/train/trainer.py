@@ -156,7 +156,8 @@ def train(
 
     started = time.perf_counter()
     stopped_early = False
-    steps_per_epoch = max(1, state.get("steps_per_epoch", 0))
+    # until an epoch has been counted, assume every stored star is usable (an upper bound)
+    steps_per_epoch = state.get("steps_per_epoch") or train_loader.max_batches()
     model.train()
     while state["epoch"] < training.epochs:
         epoch = state["epoch"]
