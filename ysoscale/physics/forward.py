@@ -159,7 +159,7 @@ class ForwardModel(torch.nn.Module):
     >>> sun = model.atmospheric(teff=5772.0, logg=4.44, mh=0.0, av=0.0, rv=3.1,
     ...                         radius=1.0, distance=10.0)          # doctest: +SKIP
     >>> sun.mag.round(2)                                             # doctest: +SKIP
-    array([[4.65, 3.27]])
+    array([[4.69, 3.27]])
     """
 
     def __init__(
