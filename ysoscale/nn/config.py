@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ysoscale.physics.passbands import BAND_IDS, validate_band_ids
+from ysoscale.settings import reject_unknown_keys
 
 PHYSICAL_PARAMS: tuple[str, ...] = (
     "log10_mass",
@@ -174,10 +175,7 @@ class EstimatorConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> EstimatorConfig:
         """Build from a dict (model card, TOML), rejecting misspelled keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown estimator setting(s) {unknown}; known: {sorted(known)}")
+        reject_unknown_keys(cls, values, "estimator")
         values = dict(values)
         for key in ("bands", "params", "flow_hidden"):
             if key in values and not isinstance(values[key], str):

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ysoscale.settings import reject_unknown_keys
 from ysoscale.simulate.priors import PriorConfig
 from ysoscale.simulate.surveys import SURVEYS
 
@@ -120,10 +121,7 @@ class SimulationConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SimulationConfig:
         """Build from a dict (e.g. TOML), rejecting misspelled keys by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown simulation setting(s) {unknown}; known: {sorted(known)}")
+        reject_unknown_keys(cls, values, "simulation")
         values = dict(values)
         if isinstance(values.get("prior"), Mapping):
             values["prior"] = PriorConfig.from_dict(values["prior"])

@@ -97,13 +97,14 @@ NaN for single stars. ``log10_mass`` is the primary's.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ysoscale.settings import reject_unknown_keys
 
 POPULATIONS = ("thin", "thick", "halo", "bulge", "young")
 FIELD = POPULATIONS[:4]
@@ -297,12 +298,7 @@ class PriorConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PriorConfig:
         """Build from a mapping (e.g. a TOML table), rejecting unknown keys by name."""
-        known = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"unknown PriorConfig key {key!r}{hint}")
+        reject_unknown_keys(cls, d, "prior")
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ysoscale.nn import EstimatorConfig, PosteriorEstimator
+from ysoscale.settings import reject_unknown_keys
 from ysoscale.train.loader import Batch, StoreLoader
 
 
@@ -55,10 +56,7 @@ class TrainingConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {unknown}; known: {sorted(known)}")
+        reject_unknown_keys(cls, values, "training")
         return cls(**values)
 
 
