@@ -99,22 +99,28 @@ def _cmd_photometry(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
+def _toml(path: str | None) -> dict:
+    """The settings of a TOML file (empty without one)."""
+    if not path:
+        return {}
     import tomllib
 
+    with open(path, "rb") as handle:
+        return tomllib.load(handle)
+
+
+def _given(args: argparse.Namespace, *keys: str) -> dict:
+    """The command-line options among ``keys`` that were given (they override the file)."""
+    return {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
     from ysoscale.simulate.config import SimulationConfig
     from ysoscale.simulate.run import simulate
 
-    settings: dict = {}
-    if args.config:
-        with open(args.config, "rb") as handle:
-            settings = tomllib.load(handle)
-    prior = dict(settings.pop("prior", {}))
-    if args.population:
-        prior["population"] = args.population
-    for key in ("n", "seed", "chunk_size", "surveys", "require_detection"):
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
+    settings = _toml(args.config)
+    prior = dict(settings.pop("prior", {})) | _given(args, "population")
+    settings |= _given(args, "n", "seed", "chunk_size", "surveys", "require_detection")
     config = SimulationConfig.from_dict(settings | {"prior": prior})
     report = simulate(config, args.out, workers=args.workers, scheduler=args.scheduler)
     print(report.summary())
@@ -122,24 +128,16 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import tomllib
-
     from ysoscale.nn import EstimatorConfig
     from ysoscale.train.trainer import TrainingConfig, train
 
-    settings: dict = {}
-    if args.config:
-        with open(args.config, "rb") as handle:
-            settings = tomllib.load(handle)
+    settings = _toml(args.config)
     unknown = sorted(set(settings) - {"estimator", "training"})
     if unknown:
         raise ValueError(
             f"unknown table(s) {unknown} in {args.config}; use [estimator], [training]"
         )
-    training = dict(settings.get("training", {}))
-    for key in ("device", "epochs", "max_minutes"):
-        if getattr(args, key) is not None:
-            training[key] = getattr(args, key)
+    training = dict(settings.get("training", {})) | _given(args, "device", "epochs", "max_minutes")
     estimator = settings.get("estimator", {})
     if args.irisml:
         estimator = EstimatorConfig.irisml().to_dict() | estimator
