@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
@@ -301,7 +302,7 @@ def build_photometry_grid(
     )
 
 
-def photometry_grid_path(spec: PhotometryGridSpec | None = None) -> object:
+def photometry_grid_path(spec: PhotometryGridSpec | None = None) -> Path:
     """Cache path of the grid for ``spec`` (one store per library and law)."""
     spec = spec or PhotometryGridSpec()
     return cache_dir() / f"photometry_{spec.library.replace('+', '-')}_{spec.law}.zarr"

@@ -14,7 +14,7 @@ import numpy as np
 from ysoscale.physics.forward import ForwardModel
 from ysoscale.physics.passbands import BAND_IDS
 from ysoscale.simulate.config import THETA_PARAMS, SimulationConfig
-from ysoscale.simulate.priors import POPULATIONS, sample_prior
+from ysoscale.simulate.priors import sample_prior
 from ysoscale.simulate.surveys import SURVEYS, galactic_to_icrs, observe
 
 MAX_DRAW_ROUNDS = 50
@@ -187,6 +187,3 @@ def _detected_by_survey(detected: np.ndarray, config: SimulationConfig) -> np.nd
     for column, name in enumerate(config.surveys):
         full[:, SURVEYS.index(name)] = detected[:, column]
     return full
-
-
-__all__ = ["POPULATIONS", "simulate_chunk"]

@@ -111,6 +111,7 @@ class StoreLoader:
         self.band_dropout, self.survey_dropout = band_dropout, survey_dropout
         self.redraw_noise, self.seed = redraw_noise, seed
         with xr.open_zarr(self.path) as ds:
+            self.store_attrs = dict(ds.attrs)
             self.config = SimulationConfig.from_dict(json.loads(ds.attrs["config"]))
             self.store_params = [str(p) for p in ds.param.values]
             store_bands = [str(b) for b in ds.band.values]

@@ -206,18 +206,10 @@ def train(
 
 def _card(store: str | Path, training: TrainingConfig, state: dict, loader: StoreLoader) -> dict:
     """What the model saw and how well it did (goes into model_card.json)."""
-    with_attrs = {}
-    try:
-        import xarray as xr
-
-        with xr.open_zarr(store) as ds:
-            keys = ("photometry_grid_hash", "isochrone_grid_hash", "config")
-            with_attrs = {k: ds.attrs.get(k) for k in keys}
-    except Exception:  # the card must not fail a training run
-        pass
+    keys = ("photometry_grid_hash", "isochrone_grid_hash", "config")
     return {
         "training_store": str(store),
-        "training_store_attrs": with_attrs,
+        "training_store_attrs": {k: loader.store_attrs.get(k) for k in keys},
         "training_chunks": len(loader.chunks),
         "training": dataclasses.asdict(training),
         "epochs": state["epoch"],
