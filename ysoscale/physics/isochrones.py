@@ -633,7 +633,7 @@ def load_isochrone_grid(*, force: bool = False, progress: bool = True) -> xr.Dat
     """
     dataset, _ = cached_zarr(
         isochrone_grid_path(),
-        isochrone_grid_hash(),
+        isochrone_grid_hash,
         lambda: build_isochrone_grid(progress=progress),
         force=force,
     )

@@ -330,7 +330,7 @@ def load_photometry_grid(
     spec = spec or PhotometryGridSpec()
     return cached_zarr(
         photometry_grid_path(spec),
-        spec.hash(),
+        spec.hash,
         lambda: build_photometry_grid(spec, progress=progress, client=client).chunk({"rv": 1}),
         force=force,
     )
