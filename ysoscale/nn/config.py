@@ -66,6 +66,10 @@ class EstimatorConfig:
         Number of autoregressive transforms of the flow.
     flow_hidden : tuple of int
         Hidden layer widths of each transform's hyper-network.
+    passes : int or None
+        Passes of each autoregressive transform (zuko's ``passes``): ``None`` is fully
+        autoregressive (one network pass per parameter to sample); ``2`` is a coupling
+        transform that samples in two passes, about three times faster for six parameters.
     use_parallax : bool
         Whether a parallax token is built (missing parallaxes are masked).
 
@@ -91,6 +95,7 @@ class EstimatorConfig:
     flow: str = "NSF"
     transforms: int = 5
     flow_hidden: tuple[int, ...] = (128, 128)
+    passes: int | None = None
     use_parallax: bool = True
 
     def __post_init__(self) -> None:
@@ -127,6 +132,8 @@ class EstimatorConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.flow not in FLOWS:
             raise ValueError(f"unknown flow {self.flow!r}; choose one of {FLOWS}")
+        if self.passes is not None and not 1 <= int(self.passes) <= len(self.params):
+            raise ValueError(f"passes must be None or in [1, n_param], got {self.passes}")
         if not self.flow_hidden or min(self.flow_hidden) < 1:
             raise ValueError(f"flow_hidden must be positive widths, got {self.flow_hidden}")
 

@@ -129,6 +129,7 @@ class PosteriorEstimator(nn.Module):
             context=config.width,
             transforms=config.transforms,
             hidden_features=config.flow_hidden,
+            passes=config.passes,
         )
         lo, hi = config.bounds
         self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32), persistent=False)

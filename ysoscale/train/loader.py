@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +83,10 @@ class StoreLoader:
     band_dropout : probability of dropping each observed band
     survey_dropout : probability of dropping each observed survey as a whole
     redraw_noise : observe the noise-free magnitudes again (True for training)
-    seed : base seed; epoch ``e`` uses ``SeedSequence([seed, e])``
+    seed : base seed; epoch ``e`` uses ``SeedSequence([seed, e])`` for the chunk order and
+        ``SeedSequence([seed, e, chunk])`` for the noise and dropout of each chunk
+    threads : chunks prepared concurrently (reading, re-observing, dropout release the
+        GIL in numpy); the batches are the same for any number of threads
 
     Examples
     --------
@@ -102,6 +107,7 @@ class StoreLoader:
         survey_dropout: float = 0.15,
         redraw_noise: bool = True,
         seed: int = 0,
+        threads: int = 1,
     ) -> None:
         if split not in ("train", "validation"):
             raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
@@ -110,6 +116,9 @@ class StoreLoader:
         self.batch_size = int(batch_size)
         self.band_dropout, self.survey_dropout = band_dropout, survey_dropout
         self.redraw_noise, self.seed = redraw_noise, seed
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = int(threads)
         with xr.open_zarr(self.path) as ds:
             self.store_attrs = dict(ds.attrs)
             self.config = SimulationConfig.from_dict(json.loads(ds.attrs["config"]))
@@ -175,33 +184,51 @@ class StoreLoader:
         mag[lost] = np.nan
         err[np.isnan(mag)] = np.nan
 
+    def _prepare(self, epoch: int, index: int) -> Batch:
+        """One chunk, re-observed, with dropout, shuffled; stars left with no band removed."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, index]))
+        with xr.open_zarr(self.path) as ds:
+            part = self._read(ds, index)
+        mag, err, parallax, parallax_err = self._observe(part, rng)
+        mag, err = np.array(mag, dtype=np.float32), np.array(err, dtype=np.float32)
+        if self.band_dropout or self.survey_dropout:
+            self._drop(mag, err, rng)
+        mag, err = mag[:, self._columns], err[:, self._columns]
+        keep = np.isfinite(mag).any(axis=1)
+        if self.band_dropout or self.survey_dropout:
+            parallax = np.where(rng.random(len(mag)) < self.survey_dropout, np.nan, parallax)
+        batch = Batch(
+            theta=derive_params(part["theta"], self.store_params, self.params),
+            mag=mag,
+            mag_err=err,
+            parallax=np.asarray(parallax, dtype=np.float32),
+            parallax_error=np.asarray(parallax_err, dtype=np.float32),
+        )
+        return _take(batch, rng.permutation(np.flatnonzero(keep)))
+
+    def _chunks(self, epoch: int) -> Iterator[Batch]:
+        """Prepared chunks in this epoch's order, ``threads`` at a time."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
+        order = [int(i) for i in rng.permutation(self.chunks)]
+        if self.threads == 1:
+            for index in order:
+                yield self._prepare(epoch, index)
+            return
+        with ThreadPoolExecutor(self.threads, thread_name_prefix="loader") as pool:
+            pending: deque[Future[Batch]] = deque()
+            for index in order:
+                pending.append(pool.submit(self._prepare, epoch, index))
+                if len(pending) > self.threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Batches of one epoch (the same for the same ``seed`` and ``epoch``)."""
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
-        order = rng.permutation(self.chunks)
         pending: list[Batch] = []
-        with xr.open_zarr(self.path) as ds:
-            for index in order:
-                part = self._read(ds, int(index))
-                mag, err, parallax, parallax_err = self._observe(part, rng)
-                mag, err = np.array(mag, dtype=np.float32), np.array(err, dtype=np.float32)
-                if self.band_dropout or self.survey_dropout:
-                    self._drop(mag, err, rng)
-                mag, err = mag[:, self._columns], err[:, self._columns]
-                keep = np.isfinite(mag).any(axis=1)
-                if self.band_dropout or self.survey_dropout:
-                    parallax = np.where(
-                        rng.random(len(mag)) < self.survey_dropout, np.nan, parallax
-                    )
-                batch = Batch(
-                    theta=derive_params(part["theta"], self.store_params, self.params),
-                    mag=mag,
-                    mag_err=err,
-                    parallax=np.asarray(parallax, dtype=np.float32),
-                    parallax_error=np.asarray(parallax_err, dtype=np.float32),
-                )
-                pending.append(_take(batch, rng.permutation(np.flatnonzero(keep))))
-                yield from self._emit(pending, final=False)
+        for part in self._chunks(epoch):
+            pending.append(part)
+            yield from self._emit(pending, final=False)
         yield from self._emit(pending, final=True)
 
     def _emit(self, pending: list[Batch], *, final: bool) -> Iterator[Batch]:

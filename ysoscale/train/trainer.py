@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import time
 from collections.abc import Mapping
@@ -40,7 +41,9 @@ class TrainingConfig:
     validation_fraction: float = 0.05
     seed: int = 0
     max_minutes: float | None = None
+    time_budget_minutes: float | None = None
     device: str = "cpu"
+    loader_threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "patience"):
@@ -53,6 +56,19 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        for name in ("max_minutes", "time_budget_minutes"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.loader_threads is not None and self.loader_threads < 1:
+            raise ValueError(f"loader_threads must be >= 1, got {self.loader_threads}")
+
+    @property
+    def threads_for_loader(self) -> int:
+        """Chunks prepared concurrently: given, else 1 on CPU (the cores train) and up to
+        8 on CUDA (the cores are free to feed the GPU)."""
+        if self.loader_threads is not None:
+            return self.loader_threads
+        return 1 if self.device == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
@@ -123,6 +139,11 @@ def train(
     out = Path(out_dir)
     checkpoint = out / "checkpoint"
     device = torch.device(training.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 products; the flow stays fp32
+        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(training.seed)
     common = {
         "params": estimator.params,
@@ -130,6 +151,7 @@ def train(
         "batch_size": training.batch_size,
         "validation_fraction": training.validation_fraction,
         "seed": training.seed,
+        "threads": training.threads_for_loader,
     }
     train_loader = StoreLoader(store, split="train", band_dropout=training.band_dropout,
                                survey_dropout=training.survey_dropout, **common)  # fmt: skip
@@ -140,7 +162,8 @@ def train(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay
     )
-    state = {"epoch": 0, "step": 0, "best": math.inf, "bad_epochs": 0, "history": []}
+    state = {"epoch": 0, "step": 0, "best": math.inf, "bad_epochs": 0, "history": [],
+             "minutes": 0.0}  # fmt: skip
     if (checkpoint / "state.json").exists():
         resumed = PosteriorEstimator.load(checkpoint, map_location=device)
         if resumed.config != estimator:
@@ -161,9 +184,13 @@ def train(
         epoch = state["epoch"]
         bar = tqdm(desc=f"epoch {epoch + 1}/{training.epochs}", unit="batch", disable=not progress)
         running, seen = 0.0, 0
+        epoch_start = time.perf_counter()
         for i, batch in enumerate(train_loader.epoch(epoch)):
             tensors = _tensors(batch, device)
             progress_frac = (epoch + i / steps_per_epoch) / training.epochs
+            if training.time_budget_minutes is not None:  # anneal to the time budget
+                spent = state.get("minutes", 0.0) + (time.perf_counter() - epoch_start) / 60
+                progress_frac = max(progress_frac, spent / training.time_budget_minutes)
             factor = _learning_rate_factor(state["step"], progress_frac, training.warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = training.learning_rate * factor
@@ -180,6 +207,7 @@ def train(
         bar.close()
         state["steps_per_epoch"] = i + 1
         steps_per_epoch = i + 1
+        state["minutes"] = state.get("minutes", 0.0) + (time.perf_counter() - epoch_start) / 60
         val = validation_nll(model, val_loader, device)
         state["history"].append({"epoch": epoch + 1, "train_nll": running / max(seen, 1),
                                  "validation_nll": val})  # fmt: skip
@@ -195,6 +223,11 @@ def train(
         )
         if state["bad_epochs"] >= training.patience:
             stopped_early = True
+            break
+        if training.time_budget_minutes is not None and (
+            state["minutes"] >= training.time_budget_minutes
+        ):
+            print(f"time budget of {training.time_budget_minutes} min spent")
             break
         elapsed = (time.perf_counter() - started) / 60
         if training.max_minutes is not None and elapsed > training.max_minutes:
