@@ -11,6 +11,7 @@ import pytest
 from ysoscale.nn import EstimatorConfig, PosteriorEstimator
 from ysoscale.simulate.config import SimulationConfig
 from ysoscale.simulate.run import simulate
+from ysoscale.train.extend import with_new_bands
 from ysoscale.train.loader import StoreLoader, derive_params
 from ysoscale.train.trainer import TrainingConfig, train
 
@@ -99,3 +100,71 @@ def test_learning_rate_schedule_warms_up_then_decays() -> None:
 def test_first_epoch_uses_a_step_estimate(store) -> None:
     loader = _loader(store)
     assert loader.max_batches() >= sum(1 for _ in loader.epoch(0))
+
+
+def test_loader_threads_give_the_same_batches(store) -> None:
+    one = list(_loader(store, threads=1).epoch(3))
+    three = list(_loader(store, threads=3).epoch(3))
+    assert len(one) == len(three)
+    for a, b in zip(one, three, strict=True):
+        np.testing.assert_array_equal(a.mag, b.mag)
+        np.testing.assert_array_equal(a.theta, b.theta)
+
+
+def test_time_budget_stops_and_anneals(store, tmp_path) -> None:
+    training = TrainingConfig(epochs=50, batch_size=500, time_budget_minutes=1e-4)
+    report = train(store, tmp_path / "model", TINY, training, progress=False)
+    assert report.epochs_run == 1  # the budget is spent after the first epoch
+    state = json.loads((tmp_path / "model" / "checkpoint" / "state.json").read_text())
+    assert state["minutes"] > 1e-4
+
+
+GAIA = ("gaia_g", "gaia_bp", "gaia_rp")
+
+
+def test_extending_bands_trains_only_the_new_rows(store, tmp_path) -> None:
+    base_config = EstimatorConfig(bands=GAIA, width=16, depth=1, heads=2, ff=32, transforms=2,
+                                  flow_hidden=(32,))  # fmt: skip
+    training = TrainingConfig(epochs=1, batch_size=500)
+    train(store, tmp_path / "base", base_config, training, progress=False)
+    base = PosteriorEstimator.load(tmp_path / "base")
+    report = train(store, tmp_path / "ext", None, training, extend_from=tmp_path / "base",
+                   new_bands=("tmass_ks",), progress=False)  # fmt: skip
+    assert report.epochs_run == 1
+    extended = PosteriorEstimator.load(tmp_path / "ext")
+    assert extended.config.bands == (*GAIA, "tmass_ks")
+    card = json.loads((tmp_path / "ext" / "model_card.json").read_text())
+    assert card["new_bands"] == ["tmass_ks"]
+
+    old_state, new_state = base.state_dict(), extended.state_dict()
+    weight = "tokenizer.band_embedding.weight"
+    for name, value in old_state.items():
+        if name == weight:
+            assert np.array_equal(new_state[name][:3].numpy(), value.numpy())
+            start = with_new_bands(base, ["tmass_ks"]).state_dict()[name][3]
+            assert not np.array_equal(new_state[name][3].numpy(), start.numpy())  # trained
+        else:
+            assert np.array_equal(new_state[name].numpy(), value.numpy()), name
+
+    # stars without the new band get exactly the old posterior
+    mag = np.array([[14.0, 14.5, 13.4], [16.0, 16.8, 15.1]], np.float32)
+    err = np.full_like(mag, 0.01)
+    plx, plx_err = np.array([1.0, 0.3], np.float32), np.array([0.05, 0.1], np.float32)
+    import torch
+
+    torch.manual_seed(1)
+    old, _ = base.sample(mag, err, plx, plx_err, n_samples=16)
+    torch.manual_seed(1)
+    pad = np.full((2, 1), np.nan, np.float32)
+    new, _ = extended.sample(np.hstack([mag, pad]), np.hstack([err, pad]), plx, plx_err,
+                             n_samples=16)  # fmt: skip
+    np.testing.assert_allclose(new.numpy(), old.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_extending_needs_a_new_band(tmp_path) -> None:
+    model = PosteriorEstimator(EstimatorConfig(bands=GAIA, width=16, depth=1, heads=2, ff=32,
+                                               transforms=1, flow_hidden=(8,)))  # fmt: skip
+    with pytest.raises(ValueError, match="already has"):
+        with_new_bands(model, ["gaia_g"])
+    with pytest.raises(ValueError, match="unknown|not a band|Unknown"):
+        with_new_bands(model, ["gaia_x"])

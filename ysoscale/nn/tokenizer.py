@@ -25,6 +25,12 @@ ERROR_FLOOR_MAG = 1e-3
 """Magnitude errors below this are treated as this (log-error feature is finite)."""
 
 
+BAND_COUNT_SCALE = 28.0
+"""Scale of the observed-band count in the summary token: a constant (the size of band list
+version 1), not the model's own band count, so extending a model by new bands
+(:mod:`ysoscale.train.extend`) leaves the tokens of its old stars unchanged."""
+
+
 class BandTokenizer(nn.Module):
     """Photometry ``(batch, band)`` -> tokens ``(batch, token, width)`` plus a padding mask.
 
@@ -110,7 +116,8 @@ class BandTokenizer(nn.Module):
             + self.mag_embedding(centred.unsqueeze(-1))
             + self.err_embedding(log_err.unsqueeze(-1))
         )
-        summary_feat = torch.cat([(mean_mag - 15.0) / 5.0, n_obs.to(mag.dtype) / n_band], dim=1)
+        summary_feat = torch.cat([(mean_mag - 15.0) / 5.0, n_obs.to(mag.dtype) / BAND_COUNT_SCALE],
+                                 dim=1)  # fmt: skip
         summary = (self.summary_id + self.summary_embedding(summary_feat)).unsqueeze(1)
         tokens = [band_tokens, summary]
         masks = [~observed, torch.zeros(batch, 1, dtype=torch.bool, device=mag.device)]

@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import torch
 
 from ysoscale.nn import EstimatorConfig, PosteriorEstimator
 from ysoscale.settings import reject_unknown_keys
+from ysoscale.train.extend import with_new_bands
 from ysoscale.train.loader import Batch, StoreLoader
 
 
@@ -121,6 +122,8 @@ def train(
     estimator: EstimatorConfig | None = None,
     training: TrainingConfig | None = None,
     *,
+    extend_from: str | Path | None = None,
+    new_bands: Sequence[str] = (),
     progress: bool = True,
 ) -> TrainingReport:
     """Train a :class:`PosteriorEstimator` on a simulated store; resume if interrupted.
@@ -128,17 +131,31 @@ def train(
     Writes ``OUT/model.safetensors`` and ``OUT/model_card.json`` (the best validation
     epoch so far) and ``OUT/checkpoint/`` (the latest state, for resuming).
 
+    With ``new_bands``, the model in ``extend_from`` is extended by those bands and only
+    their embeddings are trained (:mod:`ysoscale.train.extend`); ``estimator`` is then
+    ignored, and the old bands' posteriors stay exactly as they were.
+
     Examples
     --------
     >>> report = train("train.zarr", "model/", training=TrainingConfig(epochs=2))  # doctest: +SKIP
     """
     from tqdm.auto import tqdm
 
-    estimator = estimator or EstimatorConfig()
     training = training or TrainingConfig()
     out = Path(out_dir)
     checkpoint = out / "checkpoint"
     device = torch.device(training.device)
+    extension: dict[str, Any] = {}
+    if new_bands:
+        if extend_from is None:
+            raise ValueError("new_bands needs extend_from (the model to extend)")
+        base = PosteriorEstimator.load(extend_from, map_location=device)
+        model = with_new_bands(base, new_bands, seed=training.seed)
+        estimator = model.config
+        extension = {"extended_from": str(extend_from), "new_bands": list(new_bands)}
+    else:
+        estimator = estimator or EstimatorConfig()
+        model = PosteriorEstimator(estimator)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device")
@@ -158,9 +175,12 @@ def train(
     val_loader = StoreLoader(store, split="validation", band_dropout=0.0, survey_dropout=0.0,
                              redraw_noise=False, **common)  # fmt: skip
 
-    model = PosteriorEstimator(estimator).to(device)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=training.learning_rate, weight_decay=training.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=training.learning_rate,
+        # decoupled weight decay would move the frozen rows of an extended embedding
+        weight_decay=0.0 if extension else training.weight_decay,
     )
     state = {"epoch": 0, "step": 0, "best": math.inf, "bad_epochs": 0, "history": [],
              "minutes": 0.0}  # fmt: skip
@@ -197,7 +217,7 @@ def train(
             loss = model.nll(**tensors)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], 5.0)
             optimizer.step()
             state["step"] += 1
             running += float(loss.detach()) * len(batch)
@@ -214,7 +234,7 @@ def train(
         state["epoch"] = epoch + 1
         if val < state["best"]:
             state["best"], state["bad_epochs"] = val, 0
-            model.save(out, card=_card(store, training, state, train_loader))
+            model.save(out, card=_card(store, training, state, train_loader) | extension)
         else:
             state["bad_epochs"] += 1
         _save_checkpoint(checkpoint, model, optimizer, state, store, training, train_loader)
