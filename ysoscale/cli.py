@@ -137,15 +137,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(
             f"unknown table(s) {unknown} in {args.config}; use [estimator], [training]"
         )
-    training = dict(settings.get("training", {})) | _given(args, "device", "epochs", "max_minutes")
+    training = dict(settings.get("training", {})) | _given(
+        args,
+        "device",
+        "epochs",
+        "max_minutes",
+        "time_budget_minutes",
+        "batch_size",
+        "learning_rate",
+        "loader_threads",
+    )
     estimator = settings.get("estimator", {})
     if args.irisml:
         estimator = EstimatorConfig.irisml().to_dict() | estimator
+    new_bands = tuple(b for b in (args.extend_bands or "").split(",") if b)
+    if bool(new_bands) != bool(args.extend_from):
+        raise ValueError("--extend-bands and --from go together")
     report = train(
         args.data,
         args.out,
         EstimatorConfig.from_dict(estimator),
         TrainingConfig.from_dict(training),
+        extend_from=args.extend_from,
+        new_bands=new_bands,
     )
     print(
         f"{report.out_dir}: {report.epochs_run} epoch(s), best validation NLL "
@@ -159,6 +173,58 @@ def _cmd_plot_store(args: argparse.Namespace) -> int:
 
     for path in plot_store(args.store, args.out):
         print(f"wrote {path}")
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from ysoscale.catalog.ingest import ingest, ingest_canonical
+    from ysoscale.cluster import connect
+
+    if bool(args.canonical) == bool(args.tables):
+        raise ValueError("give SURVEY=PATH tables or --canonical PATH (not both)")
+    tables = dict(item.split("=", 1) for item in args.tables if "=" in item)
+    if len(tables) != len(args.tables):
+        raise ValueError(f"tables are SURVEY=PATH, got {args.tables}")
+    common = {"partition_rows": args.partition_rows, "importer": args.importer}
+    common |= {"overwrite": args.overwrite, "workers": args.workers}
+    with contextlib.ExitStack() as stack:
+        if args.scheduler:
+            common["client"] = stack.enter_context(connect(scheduler=args.scheduler))
+        try:
+            if args.canonical:
+                report = ingest_canonical(args.canonical, args.out, **common)
+            else:
+                report = ingest(
+                    tables,
+                    args.out,
+                    primary=args.primary,
+                    radius_arcsec=args.radius,
+                    margin_arcsec=args.margin,
+                    write_unmatched=args.write_unmatched,
+                    **common,
+                )
+        except OSError as error:  # missing input, output in the way: a user error
+            raise ValueError(str(error)) from error
+    print(report.summary())
+    return 0
+
+
+def _cmd_infer(args: argparse.Namespace) -> int:
+    from ysoscale.infer.run import infer
+
+    report = infer(
+        args.input,
+        args.out,
+        model=args.model,
+        n_samples=args.samples,
+        seed=args.seed,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        gpu=args.gpu,
+    )
+    print(report.summary())
     return 0
 
 
@@ -232,8 +298,29 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", help="TOML with [estimator] and [training] tables")
     tr.add_argument("--device", choices=["cpu", "cuda"])
     tr.add_argument("--epochs", type=int)
-    tr.add_argument("--max-minutes", dest="max_minutes", type=float)
+    tr.add_argument(
+        "--max-minutes",
+        dest="max_minutes",
+        type=float,
+        help="stop this call after about this long (re-run to resume)",
+    )
+    tr.add_argument(
+        "--time-budget-minutes",
+        dest="time_budget_minutes",
+        type=float,
+        help="total training time across resumes; the schedule anneals to it",
+    )
+    tr.add_argument("--batch-size", dest="batch_size", type=int)
+    tr.add_argument("--learning-rate", dest="learning_rate", type=float)
+    tr.add_argument("--loader-threads", dest="loader_threads", type=int)
     tr.add_argument("--irisml", action="store_true", help="the IrisML-size configuration")
+    tr.add_argument(
+        "--extend-bands",
+        dest="extend_bands",
+        help="comma-separated bands to add to the model given by --from; only "
+        "their embeddings are trained",
+    )
+    tr.add_argument("--from", dest="extend_from", help="model directory to extend")
     tr.set_defaults(func=_cmd_train)
 
     plot = sub.add_parser("plot", help="plots")
@@ -242,6 +329,39 @@ def build_parser() -> argparse.ArgumentParser:
     plot_store.add_argument("store")
     plot_store.add_argument("--out", default="store_plots")
     plot_store.set_defaults(func=_cmd_plot_store)
+
+    ing = sub.add_parser("ingest", help="survey tables -> one crossmatched canonical HATS catalog")
+    ing.add_argument("tables", nargs="*", help="SURVEY=PATH (parquet, CSV or FITS; native columns)")
+    ing.add_argument("--out", required=True, help="output HATS catalog directory")
+    ing.add_argument("--canonical", help="one table of canonical columns instead (no crossmatch)")
+    ing.add_argument("--primary", default="gaia", help="survey every output row comes from")
+    ing.add_argument("--radius", type=float, default=1.0, help="crossmatch radius, arcsec")
+    ing.add_argument("--margin", type=float, help="margin cache, arcsec (default 2 x radius)")
+    ing.add_argument("--partition-rows", dest="partition_rows", type=int, help="rows/partition")
+    ing.add_argument("--importer", choices=["auto", "lsdb", "hats-import"], default="auto")
+    ing.add_argument(
+        "--write-unmatched",
+        dest="write_unmatched",
+        action="store_true",
+        help="write secondary rows without a primary counterpart to OUT/unmatched/SURVEY",
+    )
+    ing.add_argument("--overwrite", action="store_true", help="replace an existing catalog")
+    ing_where = ing.add_mutually_exclusive_group()
+    ing_where.add_argument("--workers", type=int, help="LocalCluster workers for hats-import")
+    ing_where.add_argument("--scheduler", help="address of a running Dask scheduler")
+    ing.set_defaults(func=_cmd_ingest)
+
+    inf = sub.add_parser("infer", help="posterior cube + summary catalog of a catalog (Dask)")
+    inf.add_argument("input", help="HATS catalog directory, or parquet/CSV of canonical columns")
+    inf.add_argument("--out", required=True, help="output directory (resumed if it exists)")
+    inf.add_argument("--model", help="model directory (default: the shipped model)")
+    inf.add_argument("--samples", type=int, default=64, help="posterior samples per star")
+    inf.add_argument("--seed", type=int, default=0, help="seed of every star's draws")
+    where = inf.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="LocalCluster workers (0: no Dask)")
+    where.add_argument("--scheduler", help="address of a running Dask scheduler")
+    inf.add_argument("--gpu", action="store_true", help="models on CUDA (LocalCUDACluster)")
+    inf.set_defaults(func=_cmd_infer)
 
     demo = sub.add_parser("demo", help="the main job on the embedded default")
     demo.add_argument("--out", default="ysoscale_demo", help="output directory")
