@@ -4,9 +4,18 @@ For stars of the store's validation split (never seen in training), per survey c
 (Gaia only; Gaia+2MASS; Gaia+2MASS+WISE+PS1; all): expected-versus-empirical coverage of
 central credible intervals at 10 levels for every parameter, and the MAD / RMS of the
 posterior median against the truth, for the parameters the model infers and for Teff and
-log g derived from each sample through the isochrones. Last line: one JSON object.
+log g derived from each sample through the isochrones. With ``--importance N`` the first
+N stars of the "all" combination are also importance-sampled (estimator as proposal, the
+forward-model likelihood, the fitted prior density; :mod:`ysoscale.infer.importance`) and
+their coverage is reported before and after, with the sampling efficiency and the share of
+stars flagged out of distribution. Prints a markdown table (for the README); last line:
+one JSON object.
 
-    python benchmarks/calibration.py --model MODEL_DIR --store STORE.zarr [--n 100000] [--quick]
+    python benchmarks/calibration.py --store HELDOUT.zarr --split all [--model MODEL_DIR]
+        [--n 100000] [--importance 2000] [--device cpu|cuda] [--quick]
+
+Use a store the model never saw (``ysoscale simulate --seed`` other than the training
+store's, ``--split all``), or the validation split of the training store.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import numpy as np
 import torch
 
 from ysoscale.nn import PosteriorEstimator
+from ysoscale.nn.default import load_default_model
 from ysoscale.physics.forward import ForwardModel
 from ysoscale.simulate.surveys import SURVEY_MODELS
 from ysoscale.train.loader import StoreLoader
@@ -32,10 +42,12 @@ COMBINATIONS = {
 LEVELS = np.linspace(0.1, 0.95, 10)
 
 
-def held_out(model: PosteriorEstimator, store: str, n: int) -> dict[str, np.ndarray]:
-    """The first ``n`` validation stars, as stored (no dropout, no re-observation)."""
+def held_out(
+    model: PosteriorEstimator, store: str, n: int, split: str = "validation"
+) -> dict[str, np.ndarray]:
+    """The first ``n`` stars of ``split``, as stored (no dropout, no re-observation)."""
     config = model.config
-    loader = StoreLoader(store, config.params, config.bands, split="validation", batch_size=n,
+    loader = StoreLoader(store, config.params, config.bands, split=split, batch_size=n,
                          band_dropout=0.0, survey_dropout=0.0, redraw_noise=False)  # fmt: skip
     batch = next(loader.epoch(0))
     return {f: getattr(batch, f)[:n] for f in ("theta", "mag", "mag_err", "parallax",
@@ -84,56 +96,115 @@ def derived_teff_logg(
     return lookup(samples), lookup(truth)
 
 
+def _stats(samples: np.ndarray, truth: np.ndarray, names: list[str]) -> dict[str, dict]:
+    cov = coverage(samples, truth)
+    error = np.median(samples, axis=1) - truth
+    return {
+        name: {
+            "mad": float(np.median(np.abs(error[:, j] - np.median(error[:, j])))),
+            "rms": float(np.sqrt(np.mean(error[:, j] ** 2))),
+            "bias": float(np.median(error[:, j])),
+            "max_coverage_error": float(np.max(np.abs(cov[:, j] - LEVELS))),
+        }
+        for j, name in enumerate(names)
+    }
+
+
+def _derived_stats(forward: ForwardModel, names, samples, truth) -> dict[str, dict]:
+    derived = derived_teff_logg(forward, names, samples, truth)
+    if derived is None:
+        return {}
+    (teff_s, logg_s), (teff_t, logg_t) = derived
+    out = {}
+    for name, s, t in (("teff", teff_s, teff_t), ("logg", logg_s, logg_t)):
+        e = np.nanmedian(s, axis=1) - t
+        e = e[np.isfinite(e)]
+        out[name] = {
+            "mad": float(np.median(np.abs(e - np.median(e)))),
+            "rms": float(np.sqrt(np.mean(e**2))),
+            "bias": float(np.median(e)),
+        }
+    return out
+
+
+def _importance(model, forward, data, n: int, n_samples: int) -> dict[str, object]:
+    """Coverage of the first ``n`` stars (all surveys) before and after importance sampling."""
+    from ysoscale.infer.importance import importance_sample
+    from ysoscale.infer.prior_density import load_default_prior_density
+
+    device = model.lo.device
+    prior = load_default_prior_density(map_location=device)
+    rows, mag, err, parallax, parallax_error = restrict(data, model.config.bands,
+                                                        tuple(SURVEY_MODELS))  # fmt: skip
+    mag, err, parallax, parallax_error = (a[:n] for a in (mag, err, parallax, parallax_error))
+    truth = data["theta"][rows][:n]
+    start = time.perf_counter()
+    result = importance_sample(model, forward, prior, mag, err, parallax, parallax_error,
+                               n_proposal=4 * n_samples, n_out=n_samples,
+                               error_floor=0.0, seed=0)  # fmt: skip
+    seconds = time.perf_counter() - start
+    names = list(model.config.params)
+    keep = ~result.ood.cpu().numpy()
+    after = _stats(result.samples.cpu().numpy()[keep], truth[keep], names)
+    before = _stats(result.proposal.cpu().numpy()[keep], truth[keep], names)
+    return {
+        "n": int(len(truth)),
+        "stars_per_s": len(truth) / seconds,
+        "median_efficiency": float(result.efficiency.median()),
+        "ood_fraction": float(result.ood.float().mean()),
+        "max_coverage_error_before": {k: v["max_coverage_error"] for k, v in before.items()},
+        "max_coverage_error_after": {k: v["max_coverage_error"] for k, v in after.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", help="model directory (default: the shipped model)")
     parser.add_argument("--store", required=True)
+    parser.add_argument("--split", default="validation", choices=["validation", "all"])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--importance", type=int, default=0, help="stars to importance-sample")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="2000 stars")
     args = parser.parse_args()
     n = 2000 if args.quick else args.n
 
-    model = PosteriorEstimator.load(args.model)
-    forward = ForwardModel.default(bands=["gaia_g"])
-    data = held_out(model, args.store, n)
+    model = PosteriorEstimator.load(args.model) if args.model else load_default_model()
+    model = model.to(args.device)
+    forward = ForwardModel.default(bands=model.config.bands).to(args.device)
+    data = held_out(model, args.store, n, args.split)
     names = list(model.config.params)
     summary: dict[str, object] = {"n_requested": n, "samples": args.samples}
+    table = ["| surveys | stars | " + " | ".join(f"{p} MAD" for p in [*names, "teff", "logg"])
+             + " | max coverage error |",
+             "|---" * (len(names) + 5) + "|"]  # fmt: skip
     for label, surveys in COMBINATIONS.items():
         rows, mag, err, parallax, parallax_error = restrict(data, model.config.bands, surveys)
         truth = data["theta"][rows]
         start = time.perf_counter()
         samples, _ = model.sample(mag, err, parallax, parallax_error, n_samples=args.samples)
         seconds = time.perf_counter() - start
-        samples = samples.numpy()
-        cov = coverage(samples, truth)
-        error = np.median(samples, axis=1) - truth
-        stats = {
-            name: {
-                "mad": float(np.median(np.abs(error[:, j] - np.median(error[:, j])))),
-                "rms": float(np.sqrt(np.mean(error[:, j] ** 2))),
-                "bias": float(np.median(error[:, j])),
-                "max_coverage_error": float(np.max(np.abs(cov[:, j] - LEVELS))),
-            }
-            for j, name in enumerate(names)
-        }
-        derived = derived_teff_logg(forward, names, samples, truth)
-        if derived is not None:
-            (teff_s, logg_s), (teff_t, logg_t) = derived
-            for name, s, t in (("teff", teff_s, teff_t), ("logg", logg_s, logg_t)):
-                e = np.nanmedian(s, axis=1) - t
-                e = e[np.isfinite(e)]
-                stats[name] = {
-                    "mad": float(np.median(np.abs(e - np.median(e)))),
-                    "rms": float(np.sqrt(np.mean(e**2))),
-                    "bias": float(np.median(e)),
-                }
+        samples = samples.cpu().numpy()
+        stats = _stats(samples, truth, names)
+        stats.update(_derived_stats(forward.cpu(), names, samples, truth))
         print(f"\n{label}: {rows.sum():,} stars, sampling {rows.sum() / seconds:,.0f} stars/s")
         print(f"  {'param':<15}{'MAD':>9}{'RMS':>9}{'bias':>9}{'max |cov-exp|':>15}")
         for name, s in stats.items():
             cov_text = f"{s['max_coverage_error']:>15.3f}" if "max_coverage_error" in s else ""
             print(f"  {name:<15}{s['mad']:>9.3f}{s['rms']:>9.3f}{s['bias']:>9.3f}{cov_text}")
-        summary[label] = {"n": int(rows.sum()), **{k: v for k, v in stats.items()}}
+        worst = max(stats[p]["max_coverage_error"] for p in names)
+        table.append(f"| {label} | {rows.sum():,} | "
+                     + " | ".join(f"{stats[p]['mad']:.3g}" for p in [*names, "teff", "logg"]
+                                  if p in stats)
+                     + f" | {worst:.3f} |")  # fmt: skip
+        summary[label] = {"n": int(rows.sum()), **stats}
+    if args.importance:
+        forward = forward.to(args.device)
+        summary["importance"] = _importance(model, forward, data, args.importance, args.samples)
+        print(f"\nimportance sampling ({args.importance} stars, all surveys):")
+        print(json.dumps(summary["importance"], indent=1))
+    print("\n" + "\n".join(table))
     print(json.dumps(summary))
 
 

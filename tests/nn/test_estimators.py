@@ -26,6 +26,7 @@ CONFIGS = {
     "maf_atmospheric_no_parallax": EstimatorConfig(
         **SMALL, flow="MAF", params=ATMOSPHERIC_PARAMS, use_parallax=False
     ),
+    "nsf_coupling": EstimatorConfig(**SMALL, passes=2),
 }
 
 
@@ -186,6 +187,7 @@ def test_tokenizer_mask_and_finite_tokens():
         (dict(width=30, heads=4), "divisible"),
         (dict(param_bounds={"av": (3.0, 1.0)}), "lo < hi"),
         (dict(flow="RealNVP"), "unknown flow"),
+        (dict(passes=7), "passes"),
     ],
 )
 def test_config_validation(bad, match):

@@ -78,7 +78,7 @@ class StoreLoader:
     store : path of a zarr training store
     params, bands : the estimator's parameter and band order
     batch_size : stars per batch
-    split : "train" or "validation"
+    split : "train", "validation" or "all" (every completed chunk: a store kept for testing)
     validation_fraction : share of the store's chunks held out
     band_dropout : probability of dropping each observed band
     survey_dropout : probability of dropping each observed survey as a whole
@@ -109,8 +109,8 @@ class StoreLoader:
         seed: int = 0,
         threads: int = 1,
     ) -> None:
-        if split not in ("train", "validation"):
-            raise ValueError(f"split must be 'train' or 'validation', got {split!r}")
+        if split not in ("train", "validation", "all"):
+            raise ValueError(f"split must be 'train', 'validation' or 'all', got {split!r}")
         self.path = Path(store)
         self.params, self.bands = tuple(params), tuple(bands)
         self.batch_size = int(batch_size)
@@ -133,11 +133,11 @@ class StoreLoader:
             done = ds.chunk_done.values.astype(bool)
         chunks = [i for i in range(math.ceil(n_star / self._chunk)) if done[i]]
         n_val = max(1, int(round(len(chunks) * validation_fraction))) if len(chunks) > 1 else 0
-        self.chunks = (
-            chunks[len(chunks) - n_val :]
-            if split == "validation"
-            else chunks[: len(chunks) - n_val]
-        )
+        self.chunks = {
+            "validation": chunks[len(chunks) - n_val :],
+            "train": chunks[: len(chunks) - n_val],
+            "all": chunks,
+        }[split]
         if not self.chunks:
             raise ValueError(f"{self.path} has no completed chunks for the {split} split")
         self.n_star = n_star

@@ -1,0 +1,139 @@
+"""The estimator on real stars: Kepler labels, Sco-Cen ages, rho Oph members.
+
+Each shipped real sample (:mod:`ysoscale.catalog.samples`, converted from
+``../shared/data`` with provenance) goes through the production path, ``ysoscale infer``
+(row checks, kernel, posterior cube), with the default model unless ``--model`` is given:
+
+* **kepler**: 2,236 stars (mostly red giants) with 2MASS JHK, KIC griz and TGAS parallax;
+  posterior medians of Teff and log g (derived through the isochrones) and [M/H] against
+  the spectroscopic Teff/[Fe/H] and asteroseismic log g: MAD and median bias, overall
+  and per label source (APOGEE / SPC). Targets (issue 4): Teff MAD ≤ 150 K, log g MAD ≤
+  0.2 dex, [Fe/H] MAD ≤ 0.2 dex.
+* **scocen**: 14,437 Gaia DR2 pre-main-sequence candidates towards Sco-Cen (Damiani et
+  al. 2019); posterior ages per population (Upper Sco is ~10 Myr, UCL/LCC ~15-20 Myr,
+  IC 2602 ~40 Myr) and the share of stars with a median age below 30 Myr. Every star of
+  that table is flagged a PMS candidate (``p``), so there is no "rest" to compare with in
+  it; populations play that role.
+* **rho_oph**: 48 members of a 1-3 Myr region with Gaia, 2MASS and WISE; posterior ages
+  and A_V by SED class.
+
+    python benchmarks/real_data.py [--set kepler,scocen,rho_oph] [--model DIR] [--quick]
+
+Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ysoscale.catalog import load_sample
+from ysoscale.infer.cube import open_cube
+from ysoscale.infer.run import infer
+
+SETS = ("kepler", "scocen", "rho_oph")
+TARGETS = {"teff": 150.0, "logg": 0.2, "mh": 0.2}
+
+
+def posterior_medians(frame: pd.DataFrame, model: str | None, samples: int) -> pd.DataFrame:
+    """Run ``infer`` on ``frame`` (in this process) and return medians/p16/p84 by source_id."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "input.parquet"
+        frame.to_parquet(path)
+        infer(path, Path(tmp) / "out", model=model, n_samples=samples, workers=0, progress=False)
+        cube = open_cube(Path(tmp) / "out" / "posteriors.zarr").load()
+    table = {"source_id": cube.source_id.values, "flags": cube.flags.values}
+    for stat in ("median", "p16", "p84"):
+        values = cube.summary.sel(stat=stat).values
+        for j, param in enumerate(cube.param.values):
+            table[f"{param}_{stat}"] = values[:, j]
+    return pd.DataFrame(table)
+
+
+def _mad_bias(estimate: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    error = estimate - truth
+    error = error[np.isfinite(error)]
+    median = float(np.median(error))
+    return {"mad": float(np.median(np.abs(error - median))), "bias": median, "n": len(error)}
+
+
+def kepler(model: str | None, samples: int, quick: bool) -> dict[str, object]:
+    frame = load_sample("kepler")
+    if quick:
+        frame = frame.iloc[:200]
+    result = frame.merge(posterior_medians(frame, model, samples), on="source_id")
+    out: dict[str, object] = {}
+    print(f"\nKepler: {len(result):,} stars")
+    print(f"  {'label':<8}{'source':<8}{'n':>6}{'MAD':>10}{'bias':>10}{'target':>9}")
+    for group, rows in [("all", result), *result.groupby("label_source")]:
+        for ours, label in (("teff", "teff"), ("logg", "logg"), ("mh", "feh")):
+            stats = _mad_bias(rows[f"{ours}_median"].to_numpy(), rows[label].to_numpy())
+            out[f"{group}_{label}"] = stats
+            print(f"  {label:<8}{group:<8}{stats['n']:>6}{stats['mad']:>10.3f}"
+                  f"{stats['bias']:>10.3f}{TARGETS[ours]:>9}")  # fmt: skip
+    return out
+
+
+def scocen(model: str | None, samples: int, quick: bool) -> dict[str, object]:
+    frame = load_sample("scocen")
+    if quick:
+        frame = frame.sample(500, random_state=0)
+    result = frame.merge(posterior_medians(frame, model, samples), on="source_id")
+    age_myr = 10.0 ** (result["log10_age_median"] - 6.0)
+    result["population"] = result["population"].fillna("").replace("", "(none)")
+    out: dict[str, object] = {}
+    print(f"\nSco-Cen: {len(result):,} PMS candidates; posterior median age by population")
+    print(f"  {'population':<14}{'n':>7}{'median age':>12}{'< 30 Myr':>10}")
+    for name, rows in [("all", result), *result.groupby("population")]:
+        ages = age_myr.loc[rows.index]
+        ages = ages[np.isfinite(ages)]
+        if len(ages) < 5:
+            continue
+        young = float(np.mean(ages < 30.0))
+        out[name] = {"n": len(ages), "median_age_myr": float(np.median(ages)),
+                     "fraction_below_30_myr": young}  # fmt: skip
+        print(f"  {name:<14}{len(ages):>7}{np.median(ages):>10.1f} Myr{young:>10.2f}")
+    return out
+
+
+def rho_oph(model: str | None, samples: int, quick: bool) -> dict[str, object]:
+    frame = load_sample("rho_oph")
+    result = frame.merge(posterior_medians(frame, model, samples), on="source_id")
+    age_myr = 10.0 ** (result["log10_age_median"] - 6.0)
+    out: dict[str, object] = {}
+    print(f"\nrho Oph: {len(result)} members; posterior medians by SED class")
+    print(f"  {'class':<14}{'n':>4}{'age':>10}{'A_V':>7}")
+    for name, rows in [("all", result), *result.groupby("sed_class")]:
+        ages, av = age_myr.loc[rows.index], rows["av_median"]
+        out[str(name)] = {"n": len(rows), "median_age_myr": float(np.nanmedian(ages)),
+                          "median_av": float(np.nanmedian(av))}  # fmt: skip
+        print(f"  {name!s:<14}{len(rows):>4}{np.nanmedian(ages):>6.1f} Myr{np.nanmedian(av):>7.2f}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", default=",".join(SETS), help="comma-separated: " + ",".join(SETS))
+    parser.add_argument("--model", help="model directory (default: the shipped model)")
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="a few hundred stars per set")
+    args = parser.parse_args()
+    runs = {"kepler": kepler, "scocen": scocen, "rho_oph": rho_oph}
+    summary: dict[str, object] = {}
+    for name in args.set.split(","):
+        if name not in runs:
+            raise SystemExit(f"unknown set {name!r}; choose from {SETS}")
+        start = time.perf_counter()
+        summary[name] = runs[name](args.model, args.samples, args.quick)
+        summary[f"{name}_seconds"] = round(time.perf_counter() - start, 1)
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
