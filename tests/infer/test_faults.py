@@ -1,0 +1,63 @@
+"""A worker process killed mid-run: Dask replaces it and the cube is unaffected."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+from distributed import WorkerPlugin
+
+from tests.infer import cube_arrays, synthetic_catalog, tiny_model, write_hats
+from ysoscale.cluster import connect
+from ysoscale.infer import infer
+
+
+class KillOnce(WorkerPlugin):
+    """Kill the worker process shortly after it starts the first inference task of the
+    run (one worker, once: the marker file is created atomically)."""
+
+    name = "kill-once"
+
+    def __init__(self, marker: str, delay: float) -> None:
+        self.marker = marker
+        self.delay = delay
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish != "executing" or not str(key).startswith("infer-partition"):
+            return
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        threading.Timer(self.delay, os._exit, (1,)).start()
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_killed_worker_gives_the_reference_cube(tmp_path, one_thread):
+    model = tiny_model(tmp_path / "model")
+    catalog = write_hats(synthetic_catalog(1200, seed=4), tmp_path / "catalog", 300)
+    options = dict(model=model, n_samples=32, progress=False, star_chunk=64)
+    reference = infer(catalog, tmp_path / "reference", workers=0, **options)
+
+    marker = tmp_path / "killed"
+    with connect(workers=2) as client:
+        client.register_plugin(KillOnce(str(marker), delay=0.2))
+        pids = set(client.run(os.getpid).values())
+        report = infer(catalog, tmp_path / "faulty", scheduler=client.scheduler.address, **options)
+        assert marker.exists(), "no worker was killed"
+        assert set(client.run(os.getpid).values()) != pids, "the dead worker was not replaced"
+    assert report.partitions_run == reference.n_partitions
+    expected = cube_arrays(reference.cube)
+    for name, values in cube_arrays(report.cube).items():
+        np.testing.assert_array_equal(values, expected[name], err_msg=name)

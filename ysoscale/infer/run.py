@@ -1,0 +1,625 @@
+"""Orchestration of an inference run: input -> one Dask task per partition -> cube + summary.
+
+INPUT is a HATS catalog (opened with lsdb; one task per HEALPix partition, each reading
+its own partition from disk) or a parquet/CSV file of canonical columns (read here, split
+into partitions of ``partition_rows`` consecutive rows, each sent with its task). Before
+anything is computed the schema is checked (:func:`~ysoscale.catalog.columns.validate_schema`)
+and the cube is created with every partition's region (:mod:`ysoscale.infer.cube`).
+
+Each task (:func:`run_partition`, the adapter) turns its frame into arrays with
+:func:`~ysoscale.catalog.quality.check_rows`, calls the kernel
+(:func:`~ysoscale.infer.kernel.infer_arrays`) chunk by chunk on the models its worker
+loaded once (:mod:`ysoscale.infer.plugin`), writes its own chunks and only then marks the
+partition done. A re-run skips the partitions marked done; a task whose worker died is
+re-run by Dask on another worker and rewrites the same chunks with the same values (the
+random draws are keyed by ``(seed, source_id)``), so the cube does not depend on faults or
+on scheduling. The summary HATS catalog is written once every partition is done.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ysoscale.catalog.columns import SchemaError, validate_schema
+from ysoscale.catalog.quality import RowFlag, check_rows
+from ysoscale.infer import cube
+from ysoscale.infer.kernel import infer_arrays, output_params
+from ysoscale.infer.plugin import ModelPlugin, worker_models
+from ysoscale.infer.summary import (
+    summary_columns,
+    write_frame_summary,
+    write_hats_summary,
+)
+from ysoscale.nn.config import EstimatorConfig
+
+CUBE_NAME = "posteriors.zarr"
+SUMMARY_NAME = "summary"
+FILE_SUFFIXES = (".parquet", ".pq", ".csv")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What every partition task needs besides its rows (small; sent with each task)."""
+
+    cube: str
+    model_dir: str | None
+    device: str
+    isochrones: bool
+    n_samples: int
+    seed: int
+    star_chunk: int
+    batch_size: int = 4096  # stars per model call, and per block written (whole chunks)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One partition: its index, its region of the cube and a label for messages.
+
+    ``duplicated`` lists the rows (positions in the partition) whose source_id occurs in
+    another partition too: :func:`check_rows` only sees its own partition.
+    """
+
+    index: int
+    start: int
+    rows: int
+    label: str
+    duplicated: tuple[int, ...] = ()
+
+
+@dataclass
+class InputCatalog:
+    """An opened input: its columns, its partitioning and how to get each partition."""
+
+    path: Path
+    kind: str  # "hats" or "file"
+    dtypes: dict[str, Any]
+    rows: list[int]
+    order: list[int]
+    pixel: list[int]
+    catalog: Any = None  # lsdb.Catalog of a HATS input
+    frame: pd.DataFrame | None = None  # the whole table of a file input
+    bounds: list[tuple[int, int]] = field(default_factory=list)  # file rows of each partition
+    repeated: np.ndarray | None = None  # file rows whose source_id occurs more than once
+
+    def duplicated(self, index: int) -> tuple[int, ...]:
+        """Rows of partition ``index`` whose source_id occurs more than once in the whole
+        file. (In a HATS catalog the copies of one source share its position, hence its
+        partition, where :func:`check_rows` finds them.)"""
+        if self.repeated is None:
+            return ()
+        first, last = self.bounds[index]
+        return tuple(np.flatnonzero(self.repeated[first:last]).tolist())
+
+    def partition_frame(self, index: int) -> pd.DataFrame:
+        """Rows of a file partition (HATS partitions are read by their tasks)."""
+        assert self.frame is not None, "only file inputs are held in memory"
+        first, last = self.bounds[index]
+        return self.frame.iloc[first:last]
+
+
+def _healpix29(frame: pd.DataFrame, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
+    """Order-29 index of each row: the HATS index if present, else from (ra, dec); -1 if
+    the position is unusable."""
+    from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN, compute_spatial_index
+
+    if frame.index.name == SPATIAL_INDEX_COLUMN:
+        return frame.index.to_numpy(dtype=np.int64)
+    if SPATIAL_INDEX_COLUMN in frame.columns:
+        return frame[SPATIAL_INDEX_COLUMN].to_numpy(dtype=np.int64, na_value=-1)
+    out = np.full(len(frame), -1, dtype=np.int64)
+    with np.errstate(invalid="ignore"):
+        ok = (ra >= 0) & (ra <= 360) & (dec >= -90) & (dec <= 90)
+    if ok.any():
+        out[ok] = compute_spatial_index(ra[ok], dec[ok])
+    return out
+
+
+def run_partition(frame: pd.DataFrame, spec: RunSpec, part: Partition) -> dict[str, Any]:
+    """Infer one partition and write its region of the cube; the adapter Dask runs.
+
+    Errors are re-raised with the partition attached.
+    """
+    try:
+        if len(frame) != part.rows:
+            raise RuntimeError(
+                f"it has {len(frame)} rows but the cube was laid out for {part.rows}; the "
+                "input changed since the cube was created (use a new --out)"
+            )
+        loaded = worker_models(spec.model_dir, spec.device, spec.isochrones)
+        check = check_rows(frame, loaded.model.config.bands)
+        flags = check.flags.copy()
+        flags[list(part.duplicated)] |= np.uint32(RowFlag.DUPLICATE_SOURCE_ID)
+        source_id = frame["source_id"].to_numpy(dtype=np.int64, na_value=-1)
+        ra = frame["ra"].to_numpy(dtype=np.float64, na_value=np.nan)
+        dec = frame["dec"].to_numpy(dtype=np.float64, na_value=np.nan)
+        healpix29 = _healpix29(frame, ra, dec)
+        writer = cube.CubeWriter(spec.cube)
+        n_inferred = 0
+        block_rows = spec.star_chunk * max(1, spec.batch_size // spec.star_chunk)
+        for first in range(0, part.rows, block_rows):
+            rows = slice(first, min(first + block_rows, part.rows))
+            out = infer_arrays(
+                loaded.model,
+                check.mag[rows],
+                check.mag_err[rows],
+                check.parallax[rows],
+                check.parallax_error[rows],
+                check.usable[rows],
+                spec.n_samples,
+                spec.seed,
+                loaded.forward,
+                source_id=source_id[rows],
+                batch_size=spec.batch_size,
+            )
+            n_inferred += int(out["sampled"].sum())
+            n = rows.stop - rows.start
+            block = cube.padded_block(
+                n,
+                spec.star_chunk,
+                spec.n_samples,
+                out["samples"].shape[-1],
+                samples=out["samples"],
+                summary=out["summary"],
+                flags=flags[rows],
+                n_bands=check.n_bands[rows],
+                source_id=source_id[rows],
+                healpix29=healpix29[rows],
+            )
+            writer.write(part.start + first, block)
+        writer.mark_done(part.index)
+    except Exception as error:
+        raise RuntimeError(f"inference of partition {part.label} failed: {error}") from error
+    counts = {name: int(((flags & bit) != 0).sum()) for name, bit in cube.FLAG_BITS.items()}
+    return {
+        "index": part.index,
+        "rows": part.rows,
+        "inferred": n_inferred,
+        "flags": {name: count for name, count in counts.items() if count},
+    }
+
+
+def _count_rows(path) -> int:
+    import pyarrow.dataset as pds
+
+    return pds.dataset(str(path), format="parquet").count_rows()
+
+
+def open_input(path: str | Path, partition_rows: int) -> InputCatalog:
+    """Open INPUT: a HATS catalog directory, or a ``.parquet``/``.csv`` file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing is there.
+    ValueError
+        If a file has an unknown suffix.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"input {path} does not exist")
+    if path.is_dir():
+        import hats
+        import lsdb
+        from hats.io.paths import pixel_catalog_file
+
+        main = path
+        if (path / "collection.properties").exists():  # the main catalog, without margins
+            main = hats.read_hats(path).main_catalog_dir
+        catalog = lsdb.open_catalog(main, columns="all")
+        pixels = list(catalog.partitions.healpix_pixels)
+        structure = catalog.hc_structure
+        suffix = structure.catalog_info.npix_suffix
+        rows = [
+            _count_rows(pixel_catalog_file(structure.catalog_base_dir, p, npix_suffix=suffix))
+            for p in pixels
+        ]
+        return InputCatalog(
+            path=path,
+            kind="hats",
+            dtypes=dict(catalog.dtypes),
+            rows=rows,
+            order=[p.order for p in pixels],
+            pixel=[p.pixel for p in pixels],
+            catalog=catalog,
+        )
+    suffix = path.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise ValueError(
+            f"input {path}: expected a HATS catalog directory or a file ending in "
+            f"{', '.join(FILE_SUFFIXES)}"
+        )
+    frame = pd.read_csv(path) if suffix == ".csv" else pd.read_parquet(path)
+    n = len(frame)
+    bounds = [(a, min(a + partition_rows, n)) for a in range(0, n, partition_rows)]
+    return InputCatalog(
+        path=path,
+        kind="file",
+        dtypes=dict(frame.dtypes),
+        rows=[b - a for a, b in bounds],
+        order=[-1] * len(bounds),
+        pixel=list(range(len(bounds))),
+        frame=frame,
+        bounds=bounds,
+        repeated=_repeated(frame),
+    )
+
+
+def _repeated(frame: pd.DataFrame) -> np.ndarray | None:
+    if "source_id" not in frame.columns:
+        return None  # the schema check will say so
+    ids = frame["source_id"]
+    return (ids.duplicated(keep=False) & ids.notna()).to_numpy()
+
+
+def check_schema(dtypes: dict[str, Any], params: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`validate_schema`, plus what inference needs: an integer ``source_id`` (the
+    key of each star's random draws and of the cube) and no input column that the
+    summary catalog would overwrite.
+
+    Raises
+    ------
+    SchemaError
+        Naming the offending column(s).
+    """
+    bands = validate_schema(dtypes)
+    if not pd.api.types.is_integer_dtype(pd.api.types.pandas_dtype(dtypes["source_id"])):
+        raise SchemaError(
+            f"catalog schema: column 'source_id' has dtype {dtypes['source_id']}, not integer",
+            ["source_id"],
+        )
+    clash = [c for c in summary_columns(params) if c in dtypes]
+    if clash:
+        raise SchemaError(
+            f"catalog schema: column(s) {clash} would be overwritten by the summary catalog",
+            clash,
+        )
+    return bands
+
+
+def _model_card(model_dir: str | None) -> dict[str, Any]:
+    from ysoscale.nn.default import DEFAULT_MODEL_DIR
+    from ysoscale.nn.npe import CARD_FILE
+
+    directory = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+    card_path = directory / CARD_FILE
+    if not card_path.exists():
+        raise FileNotFoundError(f"no model card {card_path}: is {directory} a model directory?")
+    return json.loads(card_path.read_text())
+
+
+def _ensure_grids(progress: bool) -> dict[str, str]:
+    """Build the grids the workers load, here and once, if they are missing or stale;
+    return the content hashes they were built with (provenance)."""
+    from ysoscale.cache import stored_hash
+    from ysoscale.physics.isochrones import (
+        isochrone_grid_hash,
+        isochrone_grid_path,
+        load_isochrone_grid,
+    )
+    from ysoscale.physics.photometry import (
+        PhotometryGridSpec,
+        load_photometry_grid,
+        photometry_grid_path,
+    )
+
+    spec = PhotometryGridSpec()
+    grids = {
+        "photometry_grid_hash": (
+            photometry_grid_path(spec),
+            spec.hash,
+            lambda: load_photometry_grid(spec, progress=progress),
+        ),
+        "isochrone_grid_hash": (
+            isochrone_grid_path(),
+            isochrone_grid_hash,
+            lambda: load_isochrone_grid(progress=progress),
+        ),
+    }
+    hashes = {}
+    for name, (path, expected, load) in grids.items():
+        try:
+            current = stored_hash(path) == expected()
+        except (ImportError, FileNotFoundError):  # sources not installed: use what is built
+            current = stored_hash(path) is not None
+        if not current:
+            load()
+        hashes[name] = stored_hash(path) or ""
+    return hashes
+
+
+@dataclass
+class InferReport:
+    """What one invocation of :func:`infer` did."""
+
+    out_dir: Path
+    cube: Path
+    summary_catalog: Path
+    n_stars: int
+    n_partitions: int
+    partitions_run: int
+    partitions_skipped: int
+    n_inferred: int
+    seconds: float
+    n_rows_run: int
+    flag_counts: dict[str, int] = field(default_factory=dict)
+    n_unplaced: int = 0
+
+    @property
+    def stars_per_s(self) -> float:
+        """Input rows processed per second in this invocation (summary included)."""
+        return self.n_rows_run / self.seconds if self.seconds > 0 else float("nan")
+
+    def summary(self) -> str:
+        """Human-readable account of the run."""
+        lines = [
+            f"{self.cube}: {self.n_stars:,} stars in {self.n_partitions} partition(s); "
+            f"{self.partitions_run} inferred now, {self.partitions_skipped} already done; "
+            f"{self.seconds:.1f} s, {self.stars_per_s:,.0f} stars/s",
+            f"inferred from their photometry now: {self.n_inferred:,}",
+        ]
+        lines.append(f"summary catalog: {self.summary_catalog}")
+        if self.n_unplaced:
+            lines.append(
+                f"{self.n_unplaced:,} row(s) without a usable position: "
+                f"{self.out_dir / 'summary_unplaced.parquet'}"
+            )
+        for name, count in sorted(self.flag_counts.items()):
+            lines.append(f"  flagged {name:<20} {count:,}")
+        return "\n".join(lines)
+
+
+def infer(
+    input: str | Path,
+    out_dir: str | Path,
+    *,
+    model: str | Path | None = None,
+    n_samples: int = 64,
+    seed: int = 0,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    gpu: bool = False,
+    progress: bool = True,
+    star_chunk: int = 1024,
+    partition_rows: int = 50_000,
+) -> InferReport:
+    """Posterior samples of every star of ``input`` into ``out_dir``, resuming a partial run.
+
+    Parameters
+    ----------
+    input : path
+        A HATS catalog directory, or a ``.parquet``/``.csv`` file, of canonical columns.
+    out_dir : path
+        Gets ``posteriors.zarr`` (the cube) and ``summary/`` (a HATS catalog).
+    model : path, optional
+        Model directory (``PosteriorEstimator.save``); default: the shipped model.
+        Workers load it from this path, so it must be visible to them.
+    n_samples, seed : int
+        Samples per star; the seed of every star's random draws (with its source_id).
+    workers : int, optional
+        Worker processes of a LocalCluster; ``0`` runs in this process without Dask.
+    scheduler : str, optional
+        Address of a running Dask scheduler (takes precedence over ``workers``).
+    gpu : bool
+        Run the models on CUDA: a LocalCUDACluster (one worker per GPU), or this
+        process's GPU with ``workers=0``.
+    star_chunk : int
+        Chunk length of the cube along ``star``; each partition owns whole chunks.
+    partition_rows : int
+        Rows per partition of a file input (HATS inputs keep their partitions).
+
+    Returns
+    -------
+    InferReport
+
+    Raises
+    ------
+    SchemaError
+        Before any compute, naming the column, if the input is not a canonical catalog.
+    RuntimeError
+        If some partitions failed; the others are saved, and a re-run resumes.
+
+    Examples
+    --------
+    >>> report = infer("catalog_hats", "out", workers=2)  # doctest: +SKIP
+    >>> print(report.summary())                          # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    if n_samples < 1 or star_chunk < 1 or partition_rows < 1:
+        raise ValueError("n_samples, star_chunk and partition_rows must be positive")
+    out_dir = Path(out_dir)
+    model_dir = None if model is None else str(Path(model).resolve())
+    card = _model_card(model_dir)
+    config = EstimatorConfig.from_dict(card["config"])
+    source = open_input(input, partition_rows)
+    isochrones = all(p in config.params for p in ("log10_mass", "log10_age", "mh"))
+    params = output_params(config.params, isochrones)
+    bands = check_schema(source.dtypes, params)
+    used = [b for b in bands if b in config.bands]
+    if not used:
+        raise SchemaError(
+            f"none of the catalog's bands {list(bands)} is known to the model "
+            f"({', '.join(config.bands)})",
+            [f"{b}_mag" for b in bands],
+        )
+    unused = [b for b in bands if b not in config.bands]
+    if unused:
+        warnings.warn(
+            f"bands {unused} are not used: the model was not trained on them", stacklevel=2
+        )
+
+    provenance = _ensure_grids(progress) if isochrones else {}
+    layout = cube.Layout(source.rows, source.order, source.pixel, star_chunk)
+    run_config = {
+        "input": str(source.path.resolve()),
+        "input_kind": source.kind,
+        "model": model_dir or "default",
+        "n_samples": n_samples,
+        "seed": seed,
+        "star_chunk": star_chunk,
+        "bands_used": used,
+        **({"partition_rows": partition_rows} if source.kind == "file" else {}),
+        **provenance,
+    }
+    attrs = {
+        "model_card": json.dumps(card, sort_keys=True),
+        "run_config": json.dumps(run_config, sort_keys=True),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cube_path = out_dir / CUBE_NAME
+    cube.create_or_check(cube_path, layout, params, n_samples, attrs)
+
+    spec = RunSpec(
+        cube=str(cube_path),
+        model_dir=model_dir,
+        device="cuda" if gpu else "cpu",
+        isochrones=isochrones,
+        n_samples=n_samples,
+        seed=seed,
+        star_chunk=star_chunk,
+        batch_size=32_768 if gpu else 4096,
+    )
+    done = set(cube.done_partitions(cube_path).tolist())
+    starts = layout.start
+    parts = [
+        Partition(i, int(starts[i]), layout.rows[i], layout.label(i), source.duplicated(i))
+        for i in range(layout.n_partitions)
+        if i not in done
+    ]
+    run = _Progress(sum(layout.rows), sum(p.rows for p in parts), progress)
+    in_process = workers == 0 and scheduler is None
+    if in_process:
+        import dask
+
+        with dask.config.set(scheduler="synchronous"):
+            frames = source.catalog.to_delayed() if source.kind == "hats" else None
+            for part in parts:
+                if frames is None:
+                    frame = source.partition_frame(part.index)
+                else:
+                    frame = frames[part.index].compute()
+                run.collect(part, lambda f=frame, p=part: run_partition(f, spec, p))
+            run.finish()
+            summary = _write_summary(source, cube_path, layout, params, out_dir, run, progress)
+    else:
+        from ysoscale.cluster import connect
+
+        with connect(workers=workers, scheduler=scheduler, gpu=gpu) as client:
+            client.register_plugin(ModelPlugin(model_dir, spec.device, isochrones))
+            _run_on_cluster(client, source, spec, parts, run)
+            run.finish()
+            summary = _write_summary(source, cube_path, layout, params, out_dir, run, progress)
+    summary_path, n_unplaced = summary
+    report = InferReport(
+        out_dir=out_dir,
+        cube=cube_path,
+        summary_catalog=summary_path,
+        n_stars=sum(layout.rows),
+        n_partitions=layout.n_partitions,
+        partitions_run=len(parts),
+        partitions_skipped=len(done),
+        n_inferred=run.inferred,
+        seconds=time.perf_counter() - started,
+        n_rows_run=sum(p.rows for p in parts),
+        flag_counts=dict(run.flags),
+        n_unplaced=n_unplaced,
+    )
+    return report
+
+
+class _Progress:
+    """Progress bar over input rows, and the tally of results and failures."""
+
+    def __init__(self, total: int, todo: int, show: bool) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=total, initial=total - todo, unit="star", unit_scale=True, desc="infer",
+            disable=not show,
+        )  # fmt: skip
+        self.inferred = 0
+        self.flags: Counter = Counter()
+        self.errors: list[str] = []
+
+    def add(self, result: dict[str, Any]) -> None:
+        self.inferred += result["inferred"]
+        self.flags.update(result["flags"])
+        self.bar.update(result["rows"])
+
+    def collect(self, part: Partition, call) -> None:
+        try:
+            self.add(call())
+        except Exception as error:  # the others go on; a re-run resumes
+            self.errors.append(str(error))
+
+    def finish(self) -> None:
+        self.bar.close()
+        if self.errors:
+            shown = "\n  ".join(self.errors[:5])
+            raise RuntimeError(
+                f"{len(self.errors)} partition(s) failed (the others are saved; run the same "
+                f"command again to resume):\n  {shown}"
+            )
+
+
+def _run_on_cluster(client, source: InputCatalog, spec: RunSpec, parts, run: _Progress) -> None:
+    import dask
+    from distributed import as_completed
+
+    token = uuid.uuid4().hex[:8]
+    if source.kind == "hats":
+        frames = source.catalog.to_delayed()
+        tasks = [
+            dask.delayed(run_partition, pure=False)(
+                frames[p.index], spec, p, dask_key_name=f"infer-partition-{p.index}-{token}"
+            )
+            for p in parts
+        ]
+        futures = client.compute(tasks)
+    else:
+        # the rows travel with the task, so a task lost with its worker can be re-run
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold": "4GiB"}):
+            futures = [
+                client.submit(
+                    run_partition,
+                    source.partition_frame(p.index),
+                    spec,
+                    p,
+                    key=f"infer-partition-{p.index}-{token}",
+                )  # fmt: skip
+                for p in parts
+            ]
+    if futures:
+        print(
+            f"infer: {len(futures)} partition task(s); dashboard {client.dashboard_link}",
+            file=sys.stderr,
+        )
+    for future in as_completed(futures):
+        if future.status == "error":
+            run.errors.append(str(future.exception()))
+        else:
+            run.add(future.result())
+        future.release()
+
+
+def _write_summary(source, cube_path, layout, params, out_dir, run, progress):
+    """Write ``OUT/summary`` once the cube is complete; returns (path, unplaced rows)."""
+    out = out_dir / SUMMARY_NAME
+    if source.kind == "hats":
+        columns = (layout.order, layout.pixel, layout.start, layout.rows)
+        regions = {(o, p): (int(s), r) for o, p, s, r in zip(*columns, strict=True)}
+        write_hats_summary(source.catalog, cube_path, regions, params, out, progress=progress)
+        return out, 0
+    return write_frame_summary(
+        source.frame, cube_path, layout.start, layout.rows, params, out, progress=progress
+    )
