@@ -19,7 +19,7 @@ def test_run_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         cache = Path(__file__).resolve().parents[1] / ".pytest_cache" / "grids"
         monkeypatch.setenv(CACHE_ENV, str(cache))
 
-    result = run_demo(tmp_path, progress=False)
+    result = run_demo(tmp_path, n_synthetic=300, workers=0, progress=False)
 
     png = Path(result["png"])
     assert png == tmp_path / "reference_seds.png"
@@ -43,3 +43,13 @@ def test_run_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     derived = result["derived"]
     assert 3000 < derived["teff"] < 4000
     assert derived["radius"] > 1.0  # a 1 Myr, 0.3 M☉ star is still contracting
+
+    # the chain: a synthetic catalog and the shipped rho Oph sample through ingest + infer
+    chain = result["chain"]
+    assert set(chain) == {"synthetic", "rho_oph"}
+    for run in chain.values():
+        assert Path(run["png"]).read_bytes()[:8] == PNG_SIGNATURE
+        assert Path(run["cube"]).is_dir() and Path(run["summary"]).is_dir()
+    assert chain["rho_oph"]["n_stars"] == 48
+    # a generous bound: the default model's Teff MAD is ~270 K on simulated stars
+    assert chain["synthetic"]["truth_mad"]["teff"] < 600

@@ -231,7 +231,9 @@ def _cmd_infer(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ysoscale.demo import run_demo
 
-    run_demo(args.out)
+    result = run_demo(args.out, n_synthetic=args.n, workers=args.workers)
+    print(f"demo written to {args.out}: reference_seds.png, "
+          + ", ".join(f"{k}/cmd_kiel.png" for k in result["chain"]))  # fmt: skip
     return 0
 
 
@@ -365,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the main job on the embedded default")
     demo.add_argument("--out", default="ysoscale_demo", help="output directory")
+    demo.add_argument("--n", type=int, default=2000, help="stars in the synthetic catalog")
+    demo.add_argument("--workers", type=int, default=2, help="LocalCluster workers (0: no Dask)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

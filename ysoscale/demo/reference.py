@@ -1,4 +1,4 @@
-"""The ``ysoscale demo`` job: magnitudes and SEDs of three reference stars.
+"""First part of ``ysoscale demo``: magnitudes and SEDs of three reference stars.
 
 The stars are the Sun at 10 pc, and a 1 Myr, 0.3 M☉, solar-metallicity young star at
 140 pc behind A_V = 3 (R_V = 3.1), once bare and once with an 800 K disk carrying 10 %
@@ -24,7 +24,7 @@ from ysoscale.physics.passbands import Band, get_bands
 from ysoscale.physics.photometry import PhotometryGridSpec, spectral_segments
 from ysoscale.physics.spectra import STEFAN_BOLTZMANN_CGS, interpolate_spectrum, planck_lambda
 
-__all__ = ["run_demo"]
+__all__ = ["reference_stars"]
 
 LAW = "G23"
 SUN = {
@@ -222,7 +222,9 @@ def _plot(path: Path, bands: tuple[Band, ...], stars: list[_Star]) -> None:
     fig.savefig(path, dpi=120)
 
 
-def run_demo(out_dir: str | Path = "ysoscale_demo", *, progress: bool = True) -> dict[str, Any]:
+def reference_stars(
+    out_dir: str | Path = "ysoscale_demo", *, progress: bool = True
+) -> dict[str, Any]:
     """Magnitudes, SED plot and JSON summary of three reference stars.
 
     Builds (or loads from the cache) the photometry and isochrone grids, computes the
@@ -247,7 +249,7 @@ def run_demo(out_dir: str | Path = "ysoscale_demo", *, progress: bool = True) ->
 
     Examples
     --------
-    >>> result = run_demo("/tmp/ysoscale_demo", progress=False)  # doctest: +SKIP
+    >>> result = reference_stars("/tmp/ysoscale_demo", progress=False)  # doctest: +SKIP
     >>> round(result["magnitudes"]["sun"]["gaia_g"], 1)  # doctest: +SKIP
     4.7
     """
