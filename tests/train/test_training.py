@@ -168,3 +168,26 @@ def test_extending_needs_a_new_band(tmp_path) -> None:
         with_new_bands(model, ["gaia_g"])
     with pytest.raises(ValueError, match="unknown|not a band|Unknown"):
         with_new_bands(model, ["gaia_x"])
+
+
+def test_error_inflation_keeps_values_and_errors_consistent(store) -> None:
+    loader = _loader(store, error_inflation=0.5, max_error_factor=10.0)
+    rng = np.random.default_rng(0)
+    n = 200_000
+    value, err = np.zeros(n, np.float32), np.full(n, 0.02, np.float32)
+    noisy, new_err = loader._inflate(value, err, 10.0, rng, per_star=False)
+    assert np.all(new_err >= err) and np.all(new_err <= 10.0 * 0.02 * (1 + 1e-6))
+    inflated = new_err > err
+    assert abs(inflated.mean() - 0.5) < 5 * np.sqrt(0.25 / n)
+    # the added noise has variance new² - old²: pulls are standard normal
+    pulls = noisy[inflated] / np.sqrt(new_err[inflated] ** 2 - err[inflated] ** 2)
+    assert abs(pulls.std() - 1.0) < 5 / np.sqrt(2 * inflated.sum())
+    assert np.all(noisy[~inflated] == 0)
+
+
+def test_error_inflation_reaches_the_batches(store) -> None:
+    plain = next(_loader(store, band_dropout=0.0, survey_dropout=0.0).epoch(0))
+    inflated = next(_loader(store, band_dropout=0.0, survey_dropout=0.0,
+                            error_inflation=1.0).epoch(0))  # fmt: skip
+    ratio = np.nanmedian(inflated.parallax_error / plain.parallax_error)
+    assert ratio > 2.0  # log-uniform factor up to 30: median ~5.5

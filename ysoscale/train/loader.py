@@ -85,6 +85,11 @@ class StoreLoader:
     redraw_noise : observe the noise-free magnitudes again (True for training)
     seed : base seed; epoch ``e`` uses ``SeedSequence([seed, e])`` for the chunk order and
         ``SeedSequence([seed, e, chunk])`` for the noise and dropout of each chunk
+    error_inflation : share of stars whose magnitude errors, and (independently) whose
+        parallax error, are inflated by a log-uniform factor up to ``max_error_factor`` /
+        ``max_parallax_error_factor``, with matching extra noise added. The survey models
+        tie each error to the magnitude, so without this a network can ignore the error
+        tokens and is lost on catalogs with other errors (TGAS parallaxes, old photometry)
     threads : chunks prepared concurrently (reading, re-observing, dropout release the
         GIL in numpy); the batches are the same for any number of threads
 
@@ -107,6 +112,9 @@ class StoreLoader:
         survey_dropout: float = 0.15,
         redraw_noise: bool = True,
         seed: int = 0,
+        error_inflation: float = 0.0,
+        max_error_factor: float = 10.0,
+        max_parallax_error_factor: float = 30.0,
         threads: int = 1,
     ) -> None:
         if split not in ("train", "validation", "all"):
@@ -116,6 +124,15 @@ class StoreLoader:
         self.batch_size = int(batch_size)
         self.band_dropout, self.survey_dropout = band_dropout, survey_dropout
         self.redraw_noise, self.seed = redraw_noise, seed
+        if not 0.0 <= error_inflation <= 1.0:
+            raise ValueError(f"error_inflation must be in [0, 1], got {error_inflation}")
+        if min(max_error_factor, max_parallax_error_factor) < 1.0:
+            raise ValueError("error factors must be >= 1")
+        self.error_inflation = error_inflation
+        self.max_error_factor, self.max_parallax_error_factor = (
+            max_error_factor,
+            max_parallax_error_factor,
+        )
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.threads = int(threads)
@@ -174,6 +191,29 @@ class StoreLoader:
         )
         return seen.mag, seen.mag_err, seen.parallax, seen.parallax_error
 
+    def _inflate(
+        self,
+        value: np.ndarray,
+        err: np.ndarray,
+        max_factor: float,
+        rng: np.random.Generator,
+        *,
+        per_star: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Errors of a random share of stars times a log-uniform factor, with the extra
+        noise ``N(0, new² - old²)`` added so values and errors stay consistent."""
+        n = len(value)
+        chosen = rng.random(n) < self.error_inflation
+        factor = np.where(chosen, 10.0 ** (rng.random(n) * np.log10(max_factor)), 1.0)
+        if per_star and value.ndim == 2:
+            factor = factor[:, None]
+        new_err = (err * factor).astype(np.float32)
+        extra = np.sqrt(
+            np.maximum(new_err.astype(np.float64) ** 2 - err.astype(np.float64) ** 2, 0)
+        )
+        noise = rng.standard_normal(value.shape) * extra
+        return (value + noise).astype(np.float32), new_err
+
     def _drop(self, mag: np.ndarray, err: np.ndarray, rng: np.random.Generator) -> None:
         """Drop whole surveys, then single bands, in place."""
         n = len(mag)
@@ -191,6 +231,12 @@ class StoreLoader:
             part = self._read(ds, index)
         mag, err, parallax, parallax_err = self._observe(part, rng)
         mag, err = np.array(mag, dtype=np.float32), np.array(err, dtype=np.float32)
+        if self.error_inflation and self.redraw_noise:
+            mag, err = self._inflate(mag, err, self.max_error_factor, rng, per_star=True)
+            parallax, parallax_err = self._inflate(
+                np.asarray(parallax, np.float32), np.asarray(parallax_err, np.float32),
+                self.max_parallax_error_factor, rng, per_star=False,
+            )  # fmt: skip
         if self.band_dropout or self.survey_dropout:
             self._drop(mag, err, rng)
         mag, err = mag[:, self._columns], err[:, self._columns]

@@ -38,6 +38,7 @@ class TrainingConfig:
     warmup_steps: int = 300
     patience: int = 6
     band_dropout: float = 0.1
+    error_inflation: float = 0.3
     survey_dropout: float = 0.15
     validation_fraction: float = 0.05
     seed: int = 0
@@ -52,7 +53,7 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
-        for name in ("band_dropout", "survey_dropout", "validation_fraction"):
+        for name in ("band_dropout", "survey_dropout", "validation_fraction", "error_inflation"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.device not in ("cpu", "cuda"):
@@ -171,6 +172,7 @@ def train(
         "threads": training.threads_for_loader,
     }
     train_loader = StoreLoader(store, split="train", band_dropout=training.band_dropout,
+                               error_inflation=training.error_inflation,
                                survey_dropout=training.survey_dropout, **common)  # fmt: skip
     val_loader = StoreLoader(store, split="validation", band_dropout=0.0, survey_dropout=0.0,
                              redraw_noise=False, **common)  # fmt: skip
