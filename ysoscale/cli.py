@@ -176,6 +176,14 @@ def _cmd_plot_store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ingest_xp(args: argparse.Namespace) -> int:
+    from ysoscale.catalog.xp import ingest_xp
+
+    report = ingest_xp(args.inputs, args.out)
+    print(f"{report.path}: XP coefficients of {report.n_sources:,} sources, keyed by source_id")
+    return 0
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     import contextlib
 
@@ -331,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot_store.add_argument("store")
     plot_store.add_argument("--out", default="store_plots")
     plot_store.set_defaults(func=_cmd_plot_store)
+
+    xp = sub.add_parser("ingest-xp", help="Gaia XP coefficient files -> zarr keyed by source_id")
+    xp.add_argument("inputs", nargs="+", help="FITS/VOTable/parquet files (Gaia DR3 xp_continuous)")
+    xp.add_argument("--out", required=True, help="output zarr store")
+    xp.set_defaults(func=_cmd_ingest_xp)
 
     ing = sub.add_parser("ingest", help="survey tables -> one crossmatched canonical HATS catalog")
     ing.add_argument("tables", nargs="*", help="SURVEY=PATH (parquet, CSV or FITS; native columns)")
