@@ -56,19 +56,26 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lsdb
-import numpy as np
 import pandas as pd
-from hats_import.catalog.file_readers import InputReader, get_file_reader
+from hats_import.catalog.file_readers import InputReader
 
-from ysoscale.catalog.adapters import ADAPTERS, to_canonical
+from ysoscale.catalog.adapters import ADAPTERS
 from ysoscale.catalog.columns import BASE_COLUMNS, bands_in, err_column, mag_column, validate_schema
 from ysoscale.catalog.crossmatch import (
     MATCH_SUFFIX,
     count_rows,
     crossmatch_to_primary,
     margin_order_for,
-    secondary_columns,
     unmatched_rows,
+)
+from ysoscale.catalog.readers import (
+    FORMATS,
+    IMPORT_CHUNK_ROWS,
+    SurveyReader,
+    csv_delimiter,
+    file_format,
+    prepare_table,
+    read_table,
 )
 
 __all__ = [
@@ -89,22 +96,9 @@ SMALL_INPUT_ROWS = 2_000_000
 SMALL_INPUT_BYTES = 256 * 2**20
 """Files larger than this (bytes) are imported with hats-import instead of read whole."""
 
-FORMATS: dict[str, str] = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".csv.gz": "csv",
-    ".csv.bz2": "csv",
-    ".fits": "fits",
-    ".fit": "fits",
-    ".fits.gz": "fits",
-}
-"""File suffix to format; a CSV may be comma-, tab- or pipe-delimited (read from its header)."""
-
 TMP_DIR = "_ingest_tmp"
 UNMATCHED_DIR = "unmatched"
 CANONICAL = "canonical"
-IMPORT_CHUNK_ROWS = 500_000
 Importer = Literal["auto", "lsdb", "hats-import"]
 Source = str | Path | pd.DataFrame
 
@@ -179,134 +173,6 @@ class IngestReport:
         return "\n".join(lines)
 
 
-# reading --------------------------------------------------------------------------------
-
-
-def file_format(path: str | Path) -> str:
-    """Format of ``path`` from its suffix (:data:`FORMATS`).
-
-    Examples
-    --------
-    >>> file_format("gaia.csv.gz"), file_format("PS1.FITS")
-    ('csv', 'fits')
-    """
-    name = Path(path).name.lower()
-    for suffix in sorted(FORMATS, key=len, reverse=True):
-        if name.endswith(suffix):
-            return FORMATS[suffix]
-    raise ValueError(f"{path}: unknown table format; use one of {sorted(set(FORMATS))}")
-
-
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a parquet, CSV or FITS table whole (FITS: first table HDU, 1-d columns).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> path = Path(tempfile.mkdtemp()) / "t.csv"
-    >>> pd.DataFrame({"ra": [1.0], "dec": [2.0]}).to_csv(path, index=False)
-    >>> read_table(path).to_dict("records")
-    [{'ra': 1.0, 'dec': 2.0}]
-    """
-    kind = file_format(path)
-    if kind == "parquet":
-        return pd.read_parquet(path)
-    if kind == "csv":
-        return pd.read_csv(path, sep=_delimiter(path))
-    from astropy.table import Table
-
-    table = Table.read(path, format="fits", character_as_bytes=False)
-    flat = [name for name in table.colnames if table[name].ndim == 1]
-    return table[flat].to_pandas()
-
-
-def _delimiter(path: str | Path) -> str:
-    """Delimiter of a CSV file, from its header line (commas unless tabs or pipes)."""
-    if str(path).endswith((".gz", ".bz2")):
-        return ","
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        header = handle.readline()
-    for delimiter in (",", "\t", "|"):
-        if delimiter in header:
-            return delimiter
-    return ","
-
-
-def _prepare(
-    frame: pd.DataFrame,
-    survey: str,
-    *,
-    native: bool,
-    secondary: bool,
-    options: Mapping[str, Any],
-) -> pd.DataFrame:
-    """Canonical (and, for a secondary, renamed) columns of one table or chunk."""
-    if native:
-        frame = to_canonical(frame, survey, **options)
-    validate_schema(dict(frame.dtypes))
-    ra = pd.to_numeric(frame["ra"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    dec = pd.to_numeric(frame["dec"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    bad = ~(np.isfinite(ra) & np.isfinite(dec) & (np.abs(dec) <= 90.0))
-    if bad.any():
-        first = frame["source_id"].iloc[np.flatnonzero(bad)[:5]].tolist()
-        raise ValueError(
-            f"{survey}: {int(bad.sum())} row(s) have no valid ra/dec (source_id {first}...); "
-            "a HEALPix catalog needs a position for every row"
-        )
-    frame = frame.reset_index(drop=True)
-    if secondary:
-        renames = secondary_columns(survey, frame.columns)
-        frame = frame.drop(columns=[k for k, v in renames.items() if v is None])
-        frame = frame.rename(columns={k: v for k, v in renames.items() if v is not None})
-    return frame
-
-
-class _SurveyReader(InputReader):
-    """hats-import reader: a stock chunked reader, then :func:`_prepare` on each chunk."""
-
-    def __init__(
-        self,
-        fmt: str,
-        survey: str,
-        *,
-        native: bool,
-        secondary: bool,
-        options: Mapping[str, Any],
-        chunksize: int = IMPORT_CHUNK_ROWS,
-        **read_kwargs: Any,
-    ) -> None:
-        self.inner = get_file_reader(fmt, chunksize=chunksize, **read_kwargs)
-        self.survey = survey
-        self.native = native
-        self.secondary = secondary
-        self.options = dict(options)
-
-    def read(self, input_file, read_columns=None):
-        for chunk in self.inner.read(input_file):
-            frame = chunk if isinstance(chunk, pd.DataFrame) else chunk.to_pandas()
-            frame = _prepare(
-                frame,
-                self.survey,
-                native=self.native,
-                secondary=self.secondary,
-                options=self.options,
-            )
-            yield frame if read_columns is None else frame[list(read_columns)]
-
-    def head(self, input_file, rows: int = 1000) -> pd.DataFrame:
-        """The first prepared rows (the schema check before any compute)."""
-        chunks = self.inner.read(input_file)
-        first = next(iter(chunks))
-        frame = first if isinstance(first, pd.DataFrame) else first.to_pandas()
-        return _prepare(
-            frame.head(rows),
-            self.survey,
-            native=self.native,
-            secondary=self.secondary,
-            options=self.options,
-        )
-
-
 # building one survey's catalog ------------------------------------------------------------
 
 
@@ -345,19 +211,19 @@ class _Input:
         return f"{prefix}ra", f"{prefix}dec"
 
     def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return _prepare(
+        return prepare_table(
             frame, self.survey, native=self.native, secondary=self.secondary, options=self.options
         )
 
-    def reader(self) -> _SurveyReader:
+    def reader(self) -> SurveyReader:
         fmt = file_format(self.source)
-        return _SurveyReader(
+        return SurveyReader(
             fmt,
             self.survey,
             native=self.native,
             secondary=self.secondary,
             options=self.options,
-            **({"sep": _delimiter(self.source)} if fmt == "csv" else {}),
+            **({"sep": csv_delimiter(self.source)} if fmt == "csv" else {}),
         )
 
 
