@@ -42,6 +42,7 @@ from ysoscale.infer.summary import (
     write_hats_summary,
 )
 from ysoscale.nn.config import EstimatorConfig
+from ysoscale.physics.grids import ensure_default_grids
 
 CUBE_NAME = "posteriors.zarr"
 SUMMARY_NAME = "summary"
@@ -298,46 +299,6 @@ def _model_card(model_dir: str | None) -> dict[str, Any]:
     return json.loads(card_path.read_text())
 
 
-def _ensure_grids(progress: bool) -> dict[str, str]:
-    """Build the grids the workers load, here and once, if they are missing or stale;
-    return the content hashes they were built with (provenance)."""
-    from ysoscale.cache import stored_hash
-    from ysoscale.physics.isochrones import (
-        isochrone_grid_hash,
-        isochrone_grid_path,
-        load_isochrone_grid,
-    )
-    from ysoscale.physics.photometry import (
-        PhotometryGridSpec,
-        load_photometry_grid,
-        photometry_grid_path,
-    )
-
-    spec = PhotometryGridSpec()
-    grids = {
-        "photometry_grid_hash": (
-            photometry_grid_path(spec),
-            spec.hash,
-            lambda: load_photometry_grid(spec, progress=progress),
-        ),
-        "isochrone_grid_hash": (
-            isochrone_grid_path(),
-            isochrone_grid_hash,
-            lambda: load_isochrone_grid(progress=progress),
-        ),
-    }
-    hashes = {}
-    for name, (path, expected, load) in grids.items():
-        try:
-            current = stored_hash(path) == expected()
-        except (ImportError, FileNotFoundError):  # sources not installed: use what is built
-            current = stored_hash(path) is not None
-        if not current:
-            load()
-        hashes[name] = stored_hash(path) or ""
-    return hashes
-
-
 @dataclass
 class InferReport:
     """What one invocation of :func:`infer` did."""
@@ -458,7 +419,7 @@ def infer(
             f"bands {unused} are not used: the model was not trained on them", stacklevel=2
         )
 
-    provenance = _ensure_grids(progress) if isochrones else {}
+    provenance = ensure_default_grids(progress) if isochrones else {}
     layout = cube.Layout(source.rows, source.order, source.pixel, star_chunk)
     run_config = {
         "input": str(source.path.resolve()),

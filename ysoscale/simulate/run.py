@@ -16,6 +16,7 @@ import numpy as np
 import zarr
 
 from ysoscale.physics.forward import ForwardModel
+from ysoscale.physics.grids import ensure_default_grids
 from ysoscale.simulate import store
 from ysoscale.simulate.config import SimulationConfig
 from ysoscale.simulate.kernel import simulate_chunk
@@ -92,29 +93,6 @@ class SimulationReport:
         return "\n".join(lines)
 
 
-def _ensure_grids(progress: bool) -> dict[str, str]:
-    """Build the model grids if they are not current; return their hashes (provenance)."""
-    from ysoscale.cache import stored_hash
-    from ysoscale.physics.isochrones import (
-        isochrone_grid_hash,
-        isochrone_grid_path,
-        load_isochrone_grid,
-    )
-    from ysoscale.physics.photometry import (
-        PhotometryGridSpec,
-        load_photometry_grid,
-        photometry_grid_path,
-    )
-
-    spec = PhotometryGridSpec()
-    hashes = {"photometry_grid_hash": spec.hash(), "isochrone_grid_hash": isochrone_grid_hash()}
-    if stored_hash(photometry_grid_path(spec)) != hashes["photometry_grid_hash"]:
-        load_photometry_grid(spec, progress=progress)
-    if stored_hash(isochrone_grid_path()) != hashes["isochrone_grid_hash"]:
-        load_isochrone_grid(progress=progress)
-    return hashes
-
-
 def simulate(
     config: SimulationConfig,
     out: str | Path,
@@ -145,7 +123,7 @@ def simulate(
     from ysoscale.cluster import connect
 
     path = Path(out)
-    provenance = _ensure_grids(progress)  # build here once, never inside the workers
+    provenance = ensure_default_grids(progress)  # build here once, never inside the workers
     store.create_or_check(path, config, provenance)
     done = set(store.done_chunks(path).tolist())
     todo = [i for i in range(config.n_chunks) if i not in done]
