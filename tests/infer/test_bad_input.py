@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.infer import BANDS, synthetic_catalog, tiny_model, write_hats
+from tests.infer import BANDS, synthetic_catalog, write_hats
 from ysoscale.catalog.columns import SchemaError
 from ysoscale.catalog.quality import RowFlag, check_rows
 from ysoscale.cli import main
@@ -18,18 +17,7 @@ from ysoscale.infer import infer, open_cube
 from ysoscale.infer.kernel import infer_arrays
 from ysoscale.nn import PosteriorEstimator
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model(tmp_path_factory.mktemp("model"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _missing_ra(frame):

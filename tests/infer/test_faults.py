@@ -7,7 +7,6 @@ import threading
 
 import numpy as np
 import pytest
-import torch
 from distributed import WorkerPlugin
 
 from tests.infer import cube_arrays, synthetic_catalog, tiny_model, write_hats
@@ -33,14 +32,6 @@ class KillOnce(WorkerPlugin):
         except FileExistsError:
             return
         threading.Timer(self.delay, os._exit, (1,)).start()
-
-
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

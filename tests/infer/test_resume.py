@@ -6,20 +6,13 @@ import lsdb
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from tests.infer import cube_arrays, synthetic_catalog, tiny_model, write_hats
 from ysoscale.infer import NOT_WRITTEN, infer
 from ysoscale.infer import cube as cube_module
 from ysoscale.infer.cube import done_partitions
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,9 @@ import lsdb
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import xarray as xr
 
-from tests.infer import synthetic_catalog, tiny_model, write_hats
+from tests.infer import synthetic_catalog, write_hats
 from ysoscale.catalog.quality import RowFlag
 from ysoscale.cli import main
 from ysoscale.infer import FLAG_BITS, PADDING, STATS, infer, open_cube
@@ -22,17 +21,7 @@ from ysoscale.infer.summary import summary_columns
 CHUNK = 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return tiny_model(tmp_path_factory.mktemp("model"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
