@@ -127,7 +127,19 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_svae(args: argparse.Namespace) -> int:
+    raise ValueError("--model svae: the XP scatter-VAE trainer is being built (issue 7)")
+
+
+def _cmd_train_simformer(args: argparse.Namespace) -> int:
+    raise ValueError("--model simformer: the flow-matching trainer is being built (issue 6)")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.model == "svae":
+        return _cmd_train_svae(args)
+    if args.model == "simformer":
+        return _cmd_train_simformer(args)
     from ysoscale.nn import EstimatorConfig
     from ysoscale.train.trainer import TrainingConfig, train
 
@@ -303,6 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=_cmd_simulate)
 
     tr = sub.add_parser("train", help="train a posterior estimator on a simulated store")
+    tr.add_argument(
+        "--model",
+        choices=["npe", "svae", "simformer"],
+        default="npe",
+        help="npe: set-transformer + flow (default); svae: Gaia XP scatter-VAE (--data is "
+        "an ingest-xp store); simformer: flow-matching arbitrary-conditional estimator",
+    )
     tr.add_argument("--data", required=True, help="training store (ysoscale simulate)")
     tr.add_argument("--out", required=True, help="model directory (resumed if it exists)")
     tr.add_argument("--config", help="TOML with [estimator] and [training] tables")
