@@ -83,3 +83,47 @@ def test_cli(tmp_path, capsys) -> None:
     assert main(["ingest-xp", str(tmp_path / "xp.fits"), "--out", str(tmp_path / "xp.zarr")]) == 0
     assert "2 sources" in capsys.readouterr().out
     assert xr.open_zarr(tmp_path / "xp.zarr").sizes["source_id"] == 2
+
+
+EXAMPLES = REAL.parent / "xp_continuous_examples_with_correlations.vot"
+
+
+def test_correlations_are_kept_and_filled_with_nan_where_absent(tmp_path) -> None:
+    from ysoscale.catalog.xp import N_CORRELATIONS
+
+    rng = np.random.default_rng(2)
+    arrays = Table({"source_id": np.array([7, 8])})
+    for band in ("bp", "rp"):
+        arrays[f"{band}_coefficients"] = rng.normal(size=(2, N_BASES))
+        arrays[f"{band}_coefficient_errors"] = rng.uniform(0.01, 0.1, (2, N_BASES))
+        arrays[f"{band}_coefficient_correlations"] = rng.uniform(-0.3, 0.3, (2, N_CORRELATIONS))
+    arrays.write(tmp_path / "with.fits")
+    _flat_table(np.array([1, 9]), 0).write(tmp_path / "without.fits")
+
+    ingest_xp([tmp_path / "with.fits", tmp_path / "without.fits"], tmp_path / "xp.zarr")
+    store = xr.open_zarr(tmp_path / "xp.zarr")
+    assert store.rp_coefficient_correlations.shape == (4, N_CORRELATIONS)
+    np.testing.assert_allclose(
+        store.rp_coefficient_correlations.sel(source_id=8).values,
+        arrays["rp_coefficient_correlations"][1],
+        rtol=1e-6,
+    )
+    assert np.isnan(store.bp_coefficient_correlations.sel(source_id=[1, 9]).values).all()
+    # a store from inputs without correlations has no correlation variables
+    ingest_xp([tmp_path / "without.fits"], tmp_path / "plain.zarr")
+    assert "bp_coefficient_correlations" not in xr.open_zarr(tmp_path / "plain.zarr")
+
+
+@pytest.mark.skipif(not EXAMPLES.exists(), reason="../shared/data is not on this machine")
+def test_real_votable_with_correlations(tmp_path) -> None:
+    report = ingest_xp([EXAMPLES], tmp_path / "xp.zarr")
+    assert report.n_sources == 4
+    store = xr.open_zarr(tmp_path / "xp.zarr")
+    for band in ("bp", "rp"):
+        values = store[f"{band}_coefficient_correlations"].values
+        assert np.isfinite(values).all() and (np.abs(values) <= 1).all()
+        # the archive's order (lower triangle, row by row) gives positive-definite matrices
+        matrix = np.eye(N_BASES)
+        matrix[np.tril_indices(N_BASES, -1)] = values[0]
+        matrix = matrix + np.tril(matrix, -1).T
+        assert np.linalg.eigvalsh(matrix).min() > 0

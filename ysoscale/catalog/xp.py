@@ -9,8 +9,14 @@ layouts, through astropy's table readers (FITS, VOTable, ECSV, parquet):
 
 The store has dimensions ``(source_id, basis)``, with ``source_id`` as the index
 coordinate, so ``xr.open_zarr(path).sel(source_id=ids)`` fetches the coefficients of any
-stars; it is sorted by ``source_id`` and chunked along it. Correlation matrices are not
-stored (the chunk files of the archive carry none).
+stars; it is sorted by ``source_id`` and chunked along it.
+
+Correlations: where an input carries ``bp_coefficient_correlations`` /
+``rp_coefficient_correlations`` (the archive's datalink and VOTable products do; the bulk
+chunk files do not), they are kept as ``(source_id, correlation)`` arrays of the 1485
+off-diagonal elements in the archive's order (the lower triangle row by row, i.e.
+``np.tril_indices(55, -1)``), NaN for the sources of inputs without them. The archive's
+VOTables give array columns as variable-length cells; those are read too.
 
 Examples
 --------
@@ -29,6 +35,8 @@ import xarray as xr
 
 N_BASES = 55
 """Hermite basis functions per photometer in Gaia DR3."""
+N_CORRELATIONS = N_BASES * (N_BASES - 1) // 2
+"""Off-diagonal correlations per photometer (lower triangle, row by row)."""
 
 BANDS = ("bp", "rp")
 
@@ -42,15 +50,31 @@ class XPReport:
     first_id: int
 
 
+def _array_column(table, name: str, width: int) -> np.ndarray:
+    """(n, width) float64 values of an array column; masked elements become NaN.
+
+    Variable-length cells (VOTable ``arraysize="*"``, read as an object column) are
+    stacked row by row.
+    """
+    column = table[name]
+    if column.dtype == object:
+        rows = [np.ma.filled(np.ma.asarray(cell, dtype=np.float64), np.nan) for cell in column]
+        widths = {row.shape for row in rows}
+        if widths != {(width,)}:
+            raise ValueError(f"column {name!r} has cells of shape {sorted(widths)}, not ({width},)")
+        return np.stack(rows) if rows else np.empty((0, width))
+    values = np.ma.filled(np.ma.asarray(column, dtype=np.float64), np.nan)
+    if values.ndim != 2 or values.shape[1] != width:
+        raise ValueError(f"column {name!r} has shape {values.shape}, not (n, {width})")
+    return values
+
+
 def _columns(table, band: str, errors: bool) -> np.ndarray:
     """(n, 55) coefficients (or errors) of ``band`` in either published layout."""
     names = set(table.colnames)
     array_name = f"{band}_coefficient_errors" if errors else f"{band}_coefficients"
     if array_name in names:
-        values = np.asarray(table[array_name], dtype=np.float64)
-        if values.ndim != 2 or values.shape[1] != N_BASES:
-            raise ValueError(f"column {array_name!r} has shape {values.shape}, not (n, {N_BASES})")
-        return values
+        return _array_column(table, array_name, N_BASES)
     flat = [f"{'e_' if errors else ''}{band}_coeff_{i}" for i in range(N_BASES)]
     missing = [c for c in flat if c not in names]
     if missing:
@@ -76,7 +100,25 @@ def read_xp(path: str | Path) -> xr.Dataset:
         count = f"{band}_n_relevant_bases"
         if count in table.colnames:
             data[count] = ("source_id", np.ma.filled(table[count], -1).astype(np.int16))
+        correlations = f"{band}_coefficient_correlations"
+        if correlations in table.colnames:
+            values = _array_column(table, correlations, N_CORRELATIONS).astype(np.float32)
+            data[correlations] = (("source_id", "correlation"), values)
     return xr.Dataset(data, coords={"source_id": source_id, "basis": np.arange(N_BASES)})
+
+
+def _with_correlations(part: xr.Dataset) -> xr.Dataset:
+    """``part`` with NaN correlation arrays where its input had none (for concatenation)."""
+    n = part.sizes["source_id"]
+    missing = {
+        f"{band}_coefficient_correlations": (
+            ("source_id", "correlation"),
+            np.full((n, N_CORRELATIONS), np.nan, dtype=np.float32),
+        )
+        for band in BANDS
+        if f"{band}_coefficient_correlations" not in part
+    }
+    return part.assign(missing)
 
 
 def ingest_xp(inputs: Sequence[str | Path], out: str | Path, *, chunk: int = 100_000) -> XPReport:
@@ -91,6 +133,8 @@ def ingest_xp(inputs: Sequence[str | Path], out: str | Path, *, chunk: int = 100
     if not inputs:
         raise ValueError("no XP input file given")
     parts = [read_xp(path) for path in inputs]
+    if any("correlation" in part.dims for part in parts):
+        parts = [_with_correlations(part) for part in parts]
     merged = xr.concat(parts, dim="source_id") if len(parts) > 1 else parts[0]
     ids = merged.source_id.values
     unique, counts = np.unique(ids, return_counts=True)
@@ -107,10 +151,13 @@ def ingest_xp(inputs: Sequence[str | Path], out: str | Path, *, chunk: int = 100
             "units": "coefficients in e-/s (Gaia DR3 convention)",
         }
     )
-    merged = merged.chunk({"source_id": chunk, "basis": N_BASES})
+    merged = merged.chunk(
+        {"source_id": chunk, "basis": N_BASES}
+        | ({"correlation": N_CORRELATIONS} if "correlation" in merged.dims else {})
+    )
     path = Path(out)
     merged.to_zarr(path, mode="w", consolidated=True)
     return XPReport(path, int(merged.sizes["source_id"]), int(merged.source_id.values[0]))
 
 
-__all__ = ["N_BASES", "XPReport", "ingest_xp", "read_xp"]
+__all__ = ["N_BASES", "N_CORRELATIONS", "XPReport", "ingest_xp", "read_xp"]
