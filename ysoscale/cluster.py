@@ -4,6 +4,10 @@
 this machine; ``connect(scheduler="tcp://host:8786")`` joins an existing cluster (one
 started by dask-jobqueue or dask-kubernetes from ``deploy/``). GPU clusters
 (dask-cuda's LocalCUDACluster) are imported lazily, only when asked for.
+
+A local cluster's scheduler and dashboard listen on 127.0.0.1 only: on a shared login
+node nobody else can reach them (open the dashboard through ``ssh -L``). Pass
+``dashboard_address`` to serve the dashboard elsewhere.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ def connect(
     *,
     gpu: bool = False,
     memory_limit: str = "auto",
+    dashboard_address: str = "127.0.0.1:0",
 ) -> Iterator[Client]:
     """Yield a ``distributed.Client``; a local cluster is closed on exit.
 
@@ -33,6 +38,9 @@ def connect(
         Address of a running scheduler; takes precedence over ``workers``.
     gpu : bool
         Start a LocalCUDACluster (one worker per GPU) instead; needs ``ysoscale[gpu]``.
+    dashboard_address : str
+        Where a local cluster serves its dashboard: ``host:port``, port 0 for any free
+        port. The default keeps it on this machine's loopback interface.
 
     Examples
     --------
@@ -52,7 +60,7 @@ def connect(
             from dask_cuda import LocalCUDACluster
         except ImportError as error:  # pragma: no cover - needs the gpu extra
             raise RuntimeError("--gpu needs the GPU extra: pip install 'ysoscale[gpu]'") from error
-        cluster = LocalCUDACluster()
+        cluster = LocalCUDACluster(dashboard_address=dashboard_address)
     else:
         import dask
         from distributed import LocalCluster
@@ -67,7 +75,7 @@ def connect(
                 threads_per_worker=1,
                 processes=True,
                 memory_limit=memory_limit,
-                dashboard_address=":0",
+                dashboard_address=dashboard_address,
             )
     client = Client(cluster)
     print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
