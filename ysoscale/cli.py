@@ -128,7 +128,33 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_svae(args: argparse.Namespace) -> int:
-    raise ValueError("--model svae: the XP scatter-VAE trainer is being built (issue 7)")
+    from ysoscale.nn.svae import SVAEConfig
+    from ysoscale.xp.train import XPTrainingConfig, train_svae
+
+    settings = _toml(args.config)
+    unknown = sorted(set(settings) - {"svae", "training"})
+    if unknown:
+        raise ValueError(f"unknown table(s) {unknown} in {args.config}; use [svae], [training]")
+    foreign = [
+        flag
+        for flag, given in (
+            ("--time-budget-minutes", args.time_budget_minutes),
+            ("--loader-threads", args.loader_threads),
+            ("--irisml", args.irisml),
+            ("--extend-bands", args.extend_bands),
+            ("--from", args.extend_from),
+        )
+        if given
+    ]
+    if foreign:
+        raise ValueError(f"{', '.join(foreign)}: not options of --model svae")
+    training = dict(settings.get("training", {})) | _given(
+        args, "device", "epochs", "max_minutes", "batch_size", "learning_rate"
+    )
+    model = SVAEConfig.from_dict(settings["svae"]) if "svae" in settings else None
+    report = train_svae(args.data, args.out, model, XPTrainingConfig.from_dict(training))
+    print(report.summary())
+    return 0
 
 
 def _cmd_train_simformer(args: argparse.Namespace) -> int:
