@@ -14,6 +14,7 @@ training and validation never share a star.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import deque
@@ -36,7 +37,8 @@ class Batch:
 
     ``theta (B, n_param)`` in the estimator's parameter order; ``mag``, ``mag_err``
     ``(B, n_band)`` in the estimator's band order (NaN = not observed); ``parallax``,
-    ``parallax_error (B,)`` in mas (NaN = none).
+    ``parallax_error (B,)`` in mas (NaN = none). With ``StoreLoader(..., with_truth=True)``
+    also the noise-free ``mag_true (B, n_band)`` and ``parallax_true (B,)``, else None.
     """
 
     theta: np.ndarray
@@ -44,6 +46,8 @@ class Batch:
     mag_err: np.ndarray
     parallax: np.ndarray
     parallax_error: np.ndarray
+    mag_true: np.ndarray | None = None
+    parallax_true: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.theta)
@@ -54,7 +58,8 @@ def derive_params(
 ) -> np.ndarray:
     """Columns ``wanted`` from a store's ``theta``, deriving distances where asked.
 
-    ``log10_distance`` = log10(distance_pc); ``distance_modulus`` = 5 log10(d / 10 pc).
+    ``log10_distance`` = log10(distance_pc); ``distance_modulus`` = 5 log10(d / 10 pc);
+    ``has_disk`` = 1 where ``disk_frac > 0``, else 0.
     """
     index = {name: i for i, name in enumerate(store_params)}
     columns = []
@@ -65,6 +70,8 @@ def derive_params(
             columns.append(np.log10(theta[:, index["distance_pc"]]))
         elif name == "distance_modulus":
             columns.append(5.0 * np.log10(theta[:, index["distance_pc"]] / 10.0))
+        elif name == "has_disk" and "disk_frac" in index:
+            columns.append((theta[:, index["disk_frac"]] > 0).astype(np.float32))
         else:
             raise ValueError(f"parameter {name!r} is not in the store ({list(store_params)})")
     return np.column_stack(columns).astype(np.float32)
@@ -92,6 +99,8 @@ class StoreLoader:
         tokens and is lost on catalogs with other errors (TGAS parallaxes, old photometry)
     threads : chunks prepared concurrently (reading, re-observing, dropout release the
         GIL in numpy); the batches are the same for any number of threads
+    with_truth : also return the noise-free magnitudes and parallaxes (``Batch.mag_true``,
+        ``Batch.parallax_true``), the targets of an estimator that predicts observables
 
     Examples
     --------
@@ -116,6 +125,7 @@ class StoreLoader:
         max_error_factor: float = 10.0,
         max_parallax_error_factor: float = 30.0,
         threads: int = 1,
+        with_truth: bool = False,
     ) -> None:
         if split not in ("train", "validation", "all"):
             raise ValueError(f"split must be 'train', 'validation' or 'all', got {split!r}")
@@ -136,6 +146,7 @@ class StoreLoader:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.threads = int(threads)
+        self.with_truth = bool(with_truth)
         with xr.open_zarr(self.path) as ds:
             self.store_attrs = dict(ds.attrs)
             self.config = SimulationConfig.from_dict(json.loads(ds.attrs["config"]))
@@ -250,6 +261,12 @@ class StoreLoader:
             parallax=np.asarray(parallax, dtype=np.float32),
             parallax_error=np.asarray(parallax_err, dtype=np.float32),
         )
+        if self.with_truth:
+            batch = dataclasses.replace(
+                batch,
+                mag_true=np.asarray(part["mag_true"][:, self._columns], dtype=np.float32),
+                parallax_true=np.asarray(part["parallax_true"], dtype=np.float32),
+            )
         return _take(batch, rng.permutation(np.flatnonzero(keep)))
 
     def _chunks(self, epoch: int) -> Iterator[Batch]:
@@ -288,12 +305,16 @@ class StoreLoader:
             yield _take(merged, slice(0, size))
 
 
-_FIELDS = ("theta", "mag", "mag_err", "parallax", "parallax_error")
+_FIELDS = ("theta", "mag", "mag_err", "parallax", "parallax_error", "mag_true", "parallax_true")
 
 
 def _concat(parts: list[Batch]) -> Batch:
-    return Batch(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+    def joined(name: str) -> np.ndarray | None:
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else np.concatenate(values)
+
+    return Batch(*(joined(f) for f in _FIELDS))
 
 
 def _take(batch: Batch, rows: slice | np.ndarray) -> Batch:
-    return Batch(*(getattr(batch, f)[rows] for f in _FIELDS))
+    return Batch(*(None if getattr(batch, f) is None else getattr(batch, f)[rows] for f in _FIELDS))
