@@ -214,6 +214,14 @@ def _cmd_plot_store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot_latent(args: argparse.Namespace) -> int:
+    from ysoscale.xp.plots import plot_latent_source
+
+    for path in plot_latent_source(args.source, args.out, model_dir=args.model):
+        print(f"wrote {path}")
+    return 0
+
+
 def _cmd_ingest_xp(args: argparse.Namespace) -> int:
     from ysoscale.catalog.xp import ingest_xp
 
@@ -260,6 +268,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 def _cmd_infer(args: argparse.Namespace) -> int:
     from ysoscale.infer.run import infer
 
+    if args.xp and not args.xp_model:
+        raise ValueError("--xp needs --xp-model (train one with `train --model svae`)")
     report = infer(
         args.input,
         args.out,
@@ -271,6 +281,13 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         gpu=args.gpu,
     )
     print(report.summary())
+    if args.xp:
+        from ysoscale.xp.cube import xp_infer
+
+        xp = xp_infer(
+            report.cube, args.xp, args.xp_model, workers=args.workers, scheduler=args.scheduler
+        )
+        print(xp.summary())
     return 0
 
 
@@ -384,6 +401,15 @@ def build_parser() -> argparse.ArgumentParser:
     plot_store.add_argument("store")
     plot_store.add_argument("--out", default="store_plots")
     plot_store.set_defaults(func=_cmd_plot_store)
+    plot_latent = plot_sub.add_parser(
+        "latent", help="XP latent projections by population (and posterior medians)"
+    )
+    plot_latent.add_argument(
+        "source", help="posterior cube written with infer --xp, or an ingest-xp store"
+    )
+    plot_latent.add_argument("--model", help="sVAE model directory (for an XP store)")
+    plot_latent.add_argument("--out", default="latent_plots")
+    plot_latent.set_defaults(func=_cmd_plot_latent)
 
     xp = sub.add_parser("ingest-xp", help="Gaia XP coefficient files -> zarr keyed by source_id")
     xp.add_argument("inputs", nargs="+", help="FITS/VOTable/parquet files (Gaia DR3 xp_continuous)")
@@ -421,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--workers", type=int, help="LocalCluster workers (0: no Dask)")
     where.add_argument("--scheduler", help="address of a running Dask scheduler")
     inf.add_argument("--gpu", action="store_true", help="models on CUDA (LocalCUDACluster)")
+    inf.add_argument(
+        "--xp",
+        metavar="XP_STORE",
+        help="ingest-xp store: also write xp_latent, xp_chi2_dof, xp_anomaly, xp_population",
+    )
+    inf.add_argument("--xp-model", dest="xp_model", help="sVAE model directory (with --xp)")
     inf.set_defaults(func=_cmd_infer)
 
     demo = sub.add_parser("demo", help="the main job on the embedded default")
