@@ -133,7 +133,11 @@ def cached_zarr(
             expected_hash = found
     if not force and stored_hash(path) == expected_hash:
         with xr.open_zarr(path) as ds:
-            return ds.load(), False
+            # Local threads, never a distributed Client: on a Dask worker that has a
+            # client (e.g. after lsdb or hats-import tasks ran there) the default
+            # scheduler would be that client, and a worker plugin's setup runs in the
+            # worker's event loop, where a synchronous compute through it raises.
+            return ds.load(scheduler="threads"), False
     dataset = build()
     dataset.attrs["content_hash"] = expected_hash
     tmp = path.with_name(path.name + ".partial")

@@ -52,3 +52,27 @@ def test_killed_worker_gives_the_reference_cube(tmp_path, one_thread):
     expected = cube_arrays(reference.cube)
     for name, values in cube_arrays(report.cube).items():
         np.testing.assert_array_equal(values, expected[name], err_msg=name)
+
+
+def _open_worker_client() -> bool:
+    """A task that leaves a Client on its worker, as lsdb and hats-import tasks do."""
+    from distributed import get_client
+
+    return get_client() is not None
+
+
+@pytest.mark.slow
+def test_infer_on_a_cluster_whose_workers_already_have_a_client(tmp_path, one_thread):
+    """Regression: the model plugin's setup runs in the worker's event loop; loading the
+    grids there once went through the worker's Client and raised 'Attempting to use an
+    asynchronous Client in a synchronous context' (seen in notebooks/03_cluster.ipynb)."""
+    model = tiny_model(tmp_path / "model")
+    catalog = write_hats(synthetic_catalog(200, seed=5), tmp_path / "catalog", 200)
+    options = dict(model=model, n_samples=8, progress=False, star_chunk=64)
+    reference = infer(catalog, tmp_path / "reference", workers=0, **options)
+    with connect(workers=1) as client:
+        assert client.submit(_open_worker_client, pure=False).result()
+        report = infer(catalog, tmp_path / "run", scheduler=client.scheduler.address, **options)
+    expected = cube_arrays(reference.cube)
+    for name, values in cube_arrays(report.cube).items():
+        np.testing.assert_array_equal(values, expected[name], err_msg=name)

@@ -121,6 +121,7 @@ class ModelPlugin(WorkerPlugin):
         self.loaded: LoadedModels | None = None
 
     def setup(self, worker) -> None:
+        import dask
         import numcodecs.blosc
         import zarr
 
@@ -128,7 +129,10 @@ class ModelPlugin(WorkerPlugin):
         torch.set_num_threads(1)
         zarr.config.set({"threading.max_workers": 1})
         numcodecs.blosc.set_nthreads(1)
-        self.loaded = load_models(self.model_dir, self.device, self.isochrones)
+        # setup() runs in the worker's event loop: grids read there must use local
+        # threads, not the worker's Client if an earlier task (lsdb, hats-import) made one.
+        with dask.config.set(scheduler="threads"):
+            self.loaded = load_models(self.model_dir, self.device, self.isochrones)
 
     def teardown(self, worker) -> None:
         self.loaded = None
