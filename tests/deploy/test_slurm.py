@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+from pathlib import Path
 
 import pytest
 from dask.utils import parse_bytes
@@ -178,3 +179,76 @@ def test_cli_prints_the_job_script(tmp_path, capsys, slurm_table):
     assert "#SBATCH -t 08:00:00" in out and "#SBATCH --gres=gpu:1" in out
     assert main(["slurm", "script", "--config", str(config), "--set", "partiton=x"]) == 2
     assert "did you mean 'partition'" in capsys.readouterr().err
+
+
+def fake_slurm(directory: Path) -> Path:
+    """``sbatch``/``scancel`` stand-ins: a submitted job script runs here, in its own
+    process group; ``scancel`` ends that group. Returns the folder of their records."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sbatch").write_text(
+        "#!/usr/bin/env bash\n"
+        f'd={directory}; n=$(ls "$d"/*.sh 2>/dev/null | wc -l); n=$((n + 1))\n'
+        'cp "$1" "$d/$n.sh"\n'
+        'setsid bash "$d/$n.sh" > "$d/$n.log" 2>&1 < /dev/null &\n'
+        'echo $! > "$d/$n.pid"\n'
+        'echo "Submitted batch job $n"\n'
+    )
+    (directory / "scancel").write_text(
+        "#!/usr/bin/env bash\n"
+        f"d={directory}\n"
+        'for id in "$@"; do echo "$id" >> "$d/cancelled"; '
+        'kill -TERM -- -"$(cat "$d/$id.pid")" 2>/dev/null || true; done\n'
+    )
+    for name in ("sbatch", "scancel"):
+        (directory / name).chmod(0o755)
+    return directory
+
+
+def test_cli_starts_a_cluster_whose_jobs_run_workers(tmp_path, slurm_table):
+    """`slurm start` submits the rendered job script (to a stand-in sbatch that runs it
+    here); the worker it starts joins the scheduler and computes; Ctrl-C cancels it."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import yaml
+    from distributed import Client
+
+    jobs = fake_slurm(tmp_path / "slurm")
+    slurm_table["common"]["activate"] = [f"source {sys.prefix}/bin/activate"]
+    slurm_table["common"]["cache_dir"] = str(tmp_path / "cache")
+    slurm_table["cpu"].update(worker_processes=1, memory="2GiB")
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump(slurm_table))
+    address_file = tmp_path / "scheduler.txt"
+    argv = [
+        *(sys.executable, "-m", "ysoscale.deploy", "slurm", "start", "--kind", "cpu"),
+        *("--jobs", "1", "--config", str(config), "--address-file", str(address_file)),
+    ]
+    env = {**os.environ, "PATH": f"{jobs}:{os.environ['PATH']}"}
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not address_file.exists() and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.5)
+        assert address_file.exists(), (
+            process.communicate(timeout=5)[0] if process.poll() is not None else "no address"
+        )
+        address = address_file.read_text().strip()
+        assert address.startswith("tcp://")
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=120)
+            assert client.submit(
+                lambda: os.environ["YSOSCALE_CACHE_DIR"], pure=False
+            ).result() == str(tmp_path / "cache")
+        script = (jobs / "1.sh").read_text()
+        assert "#SBATCH -p short" in script and address in script
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert f"scheduler: {address}" in output and "ssh -N -L" in output
+    assert (jobs / "cancelled").read_text().split() == ["1"]
