@@ -300,6 +300,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from ysoscale.validate import validate
+
+    report = validate(
+        args.cube,
+        args.out,
+        truth=args.truth,
+        catalog=args.catalog,
+        max_stars=args.max_stars,
+        seed=args.seed,
+    )
+    print(report.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(prog="ysoscale", description=__doc__)
@@ -460,6 +475,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n", type=int, default=2000, help="stars in the synthetic catalog")
     demo.add_argument("--workers", type=int, default=2, help="LocalCluster workers (0: no Dask)")
     demo.set_defaults(func=_cmd_demo)
+
+    val = sub.add_parser("validate", help="HTML report: calibration, accuracy, diagrams")
+    val.add_argument("--cube", required=True, help="posterior cube (OUT/posteriors.zarr)")
+    val.add_argument("--truth", help="table or HATS catalog: source_id + true_<param> columns")
+    val.add_argument("--out", required=True, help="report directory (index.html, PNGs)")
+    val.add_argument(
+        "--catalog",
+        help="canonical columns for CMD, sky map, survey combinations (default: the "
+        "truth table's, else the summary catalog beside the cube)",
+    )
+    val.add_argument("--max-stars", dest="max_stars", type=int, default=200_000,
+                     help="a random subset of larger cubes")  # fmt: skip
+    val.add_argument("--seed", type=int, default=0, help="seed of the subset and of TARP")
+    val.set_defaults(func=_cmd_validate)
     return parser
 
 

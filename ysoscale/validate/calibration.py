@@ -1,0 +1,337 @@
+"""Calibration of posterior samples against known truths: coverage, SBC ranks, TARP.
+
+Every function takes ``samples`` of shape ``(star, sample, param)`` and ``truth`` of shape
+``(star, param)`` as numpy arrays and returns arrays; NaN marks a value that is missing
+(a sample off the isochrones, a star without a reference label) and is left out per
+parameter, never propagated.
+
+- Coverage: share of truths inside the central credible interval of each level; for a
+  calibrated posterior it equals the level (Talts et al. 2018 use the same check).
+- SBC (simulation-based calibration, Talts et al. 2018): the rank of the truth among the
+  samples is uniform on ``0..L`` for a calibrated posterior; its histogram and a chi-squared
+  and a Kolmogorov-Smirnov p-value of uniformity.
+- TARP (Lemos et al. 2023): for a random reference point per star, the share of samples
+  closer to it than the truth; its distribution function (the expected coverage
+  probability, ECP) is the diagonal exactly when the joint posterior is calibrated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+LEVELS = np.linspace(0.1, 0.95, 10)
+"""Credible levels of the coverage check (central intervals)."""
+
+
+def _floating(values: np.ndarray) -> np.ndarray:
+    """``values`` as an array, keeping a floating dtype (float32 stays float32)."""
+    values = np.asarray(values)
+    return values if np.issubdtype(values.dtype, np.floating) else values.astype(float)
+
+
+def _check(samples: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    samples, truth = _floating(samples), _floating(truth)
+    assert samples.ndim == 3 and truth.ndim == 2, (
+        f"samples must be (star, sample, param) and truth (star, param), got "
+        f"{samples.shape} and {truth.shape}"
+    )
+    assert samples.shape[0] == truth.shape[0] and samples.shape[2] == truth.shape[1], (
+        f"samples {samples.shape} and truth {truth.shape} disagree on stars or parameters"
+    )
+    return samples, truth
+
+
+def usable(samples: np.ndarray, truth: np.ndarray, *, min_samples: int = 2) -> np.ndarray:
+    """Stars (star, param) with a finite truth and at least ``min_samples`` finite samples.
+
+    Examples
+    --------
+    >>> samples = np.array([[[1.0], [np.nan]], [[0.0], [1.0]]])
+    >>> usable(samples, np.array([[0.5], [0.5]])).ravel().tolist()
+    [False, True]
+    """
+    samples, truth = _check(samples, truth)
+    return np.isfinite(truth) & (np.isfinite(samples).sum(axis=1) >= min_samples)
+
+
+def _nan_quantile(ordered: np.ndarray, n_finite: np.ndarray, q: float) -> np.ndarray:
+    """Linear-interpolation quantile of rows sorted with NaN last (numpy's default method)."""
+    position = q * np.maximum(n_finite - 1, 0)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, np.maximum(n_finite - 1, 0))
+    low = np.take_along_axis(ordered, below[:, None], axis=1)[:, 0]
+    high = np.take_along_axis(ordered, above[:, None], axis=1)[:, 0]
+    return low + (high - low) * (position - below)
+
+
+def coverage(samples: np.ndarray, truth: np.ndarray, levels: np.ndarray = LEVELS) -> np.ndarray:
+    """Empirical coverage (level, param) of central credible intervals.
+
+    A star counts for a parameter when :func:`usable`; the interval of a star with some
+    non-finite samples is taken over its finite ones. NaN where no star is usable.
+
+    Parameters
+    ----------
+    samples : (star, sample, param) posterior samples
+    truth : (star, param) true values
+    levels : credible levels in (0, 1)
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> mu = rng.normal(size=(4000, 1))
+    >>> truth = mu + rng.normal(size=(4000, 1))          # truth ~ N(mu, 1)
+    >>> samples = mu[:, None] + rng.normal(size=(4000, 200, 1))  # posterior N(mu, 1)
+    >>> bool(np.all(np.abs(coverage(samples, truth)[:, 0] - LEVELS) < 0.03))
+    True
+    """
+    samples, truth = _check(samples, truth)
+    levels = np.asarray(levels, dtype=float)
+    out = np.full((len(levels), truth.shape[1]), np.nan)
+    if np.isfinite(samples).all() and np.isfinite(truth).all():
+        for i, level in enumerate(levels):
+            lo = np.quantile(samples, 0.5 - level / 2, axis=1)
+            hi = np.quantile(samples, 0.5 + level / 2, axis=1)
+            out[i] = ((truth >= lo) & (truth <= hi)).mean(axis=0)
+        return out
+    ok = usable(samples, truth)
+    for j in range(truth.shape[1]):
+        rows = ok[:, j]
+        if not rows.any():
+            continue
+        ordered = np.sort(samples[rows, :, j], axis=1)  # NaN sort last
+        n_finite = np.isfinite(ordered).sum(axis=1)
+        t = truth[rows, j]
+        for i, level in enumerate(levels):
+            lo = _nan_quantile(ordered, n_finite, 0.5 - level / 2)
+            hi = _nan_quantile(ordered, n_finite, 0.5 + level / 2)
+            out[i, j] = ((t >= lo) & (t <= hi)).mean()
+    return out
+
+
+def coverage_tolerance(level: np.ndarray, n: int | np.ndarray, k: float = 2.0) -> np.ndarray:
+    """Half-width ``k * sqrt(p (1 - p) / n)`` of the binomial scatter of a coverage.
+
+    Examples
+    --------
+    >>> round(float(coverage_tolerance(0.5, 400)), 3)
+    0.05
+    """
+    level = np.asarray(level, dtype=float)
+    return k * np.sqrt(level * (1.0 - level) / np.maximum(n, 1))
+
+
+def sbc_ranks(
+    samples: np.ndarray, truth: np.ndarray, *, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Rank of the truth among the samples, ``0..L`` (int, star × param); -1 where unusable.
+
+    A star is usable for a parameter when its truth and all ``L`` samples are finite (the
+    rank of a shorter sample set is on another scale). Ties with the truth are broken at
+    random, as SBC requires for discrete posteriors.
+
+    Examples
+    --------
+    >>> samples = np.array([[[0.0], [1.0], [2.0]], [[0.0], [np.nan], [2.0]]])
+    >>> sbc_ranks(samples, np.array([[1.5], [1.5]])).ravel().tolist()
+    [2, -1]
+    """
+    samples, truth = _check(samples, truth)
+    rng = np.random.default_rng(0) if rng is None else rng
+    below = (samples < truth[:, None, :]).sum(axis=1)
+    ties = (samples == truth[:, None, :]).sum(axis=1)
+    ranks = below + np.floor(rng.random(below.shape) * (ties + 1)).astype(np.int64)
+    ok = np.isfinite(samples).all(axis=1) & np.isfinite(truth)
+    return np.where(ok, ranks, -1)
+
+
+def rank_bins(n_samples: int, max_bins: int = 20) -> np.ndarray:
+    """Edges (integers, ``0..L+1``) of the rank histogram of ``L = n_samples`` samples.
+
+    Equal-width bins when ``L + 1`` has a divisor between 5 and ``max_bins``; otherwise
+    ``min(max_bins, L + 1)`` bins whose widths differ by at most one rank (their expected
+    counts are then computed exactly, see :func:`rank_histogram`).
+
+    Examples
+    --------
+    >>> rank_bins(64).tolist()[:3], len(rank_bins(64)) - 1
+    ([0, 5, 10], 13)
+    """
+    size = n_samples + 1
+    divisors = [b for b in range(5, min(max_bins, size) + 1) if size % b == 0]
+    n_bins = max(divisors) if divisors else min(max_bins, size)
+    return np.round(np.linspace(0, size, n_bins + 1)).astype(np.int64)
+
+
+def rank_histogram(
+    ranks: np.ndarray, n_samples: int, edges: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts and expected counts (uniform ranks) per bin of one parameter's ranks.
+
+    Parameters
+    ----------
+    ranks : ranks of one parameter, ``-1`` (unusable) ignored
+    n_samples : ``L``, the number of samples the ranks were taken among
+    edges : integer bin edges; default :func:`rank_bins`
+
+    Returns
+    -------
+    counts, expected, edges
+
+    Examples
+    --------
+    >>> counts, expected, edges = rank_histogram(np.arange(65), 64)
+    >>> counts.tolist() == expected.tolist() == [5.0] * 13
+    True
+    """
+    ranks = np.asarray(ranks)
+    ranks = ranks[ranks >= 0]
+    edges = rank_bins(n_samples) if edges is None else np.asarray(edges)
+    counts = np.histogram(ranks, bins=edges - 0.5)[0].astype(float)
+    expected = len(ranks) * np.diff(edges) / (n_samples + 1)
+    return counts, expected, edges
+
+
+def uniform_scores(
+    ranks: np.ndarray, n_samples: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """``(r + V) / (L + 1)`` with ``V ~ U(0, 1)``: exactly U(0, 1) when ``r`` is uniform on
+    ``0..L`` (continuous scores for a Kolmogorov-Smirnov test).
+
+    Examples
+    --------
+    >>> u = uniform_scores(np.array([0, 64]), 64)
+    >>> bool(u[0] < 1 / 65 <= 64 / 65 <= u[1] < 1)
+    True
+    """
+    rng = np.random.default_rng(1) if rng is None else rng
+    ranks = np.asarray(ranks, dtype=float)
+    return (ranks + rng.random(ranks.shape)) / (n_samples + 1)
+
+
+def uniformity_pvalues(
+    ranks: np.ndarray, n_samples: int, *, rng: np.random.Generator | None = None
+) -> dict[str, float | int]:
+    """Chi-squared (binned) and Kolmogorov-Smirnov p-values that ranks are uniform.
+
+    Returns ``chi2`` and ``ks`` (p-values; small means miscalibrated, NaN when fewer than
+    10 ranks are usable) and ``n`` (usable ranks).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(3)
+    >>> p = uniformity_pvalues(rng.integers(0, 65, 5000), 64)
+    >>> p["chi2"] > 0.001 and p["ks"] > 0.001
+    True
+    >>> uniformity_pvalues(np.full(5000, 32), 64)["ks"] < 1e-6
+    True
+    """
+    ranks = np.asarray(ranks)
+    ranks = ranks[ranks >= 0]
+    if len(ranks) < 10:
+        return {"chi2": float("nan"), "ks": float("nan"), "n": len(ranks)}
+    counts, expected, _ = rank_histogram(ranks, n_samples)
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    p_chi2 = float(stats.chi2.sf(chi2, df=len(counts) - 1))
+    p_ks = float(stats.kstest(uniform_scores(ranks, n_samples, rng), "uniform").pvalue)
+    return {"chi2": p_chi2, "ks": p_ks, "n": len(ranks)}
+
+
+@dataclass(frozen=True)
+class TarpResult:
+    """Expected coverage probability of TARP.
+
+    Attributes
+    ----------
+    alpha : credibility levels, ``0..1``
+    ecp : expected coverage probability at each ``alpha``
+    scores : per star, the share of samples closer to the reference than the truth,
+        continuous (:func:`uniform_scores`); uniform on (0, 1) when calibrated
+    n : stars used
+    ks_pvalue : Kolmogorov-Smirnov p-value that ``scores`` are uniform
+    """
+
+    alpha: np.ndarray
+    ecp: np.ndarray
+    scores: np.ndarray
+    n: int
+    ks_pvalue: float
+
+    @property
+    def max_deviation(self) -> float:
+        """Largest ``|ECP - alpha|``."""
+        return float(np.max(np.abs(self.ecp - self.alpha))) if self.n else float("nan")
+
+
+def tarp(
+    samples: np.ndarray,
+    truth: np.ndarray,
+    *,
+    n_alpha: int = 50,
+    references: np.ndarray | None = None,
+    seed: int = 0,
+) -> TarpResult:
+    """TARP coverage (Lemos et al. 2023) of the joint posterior over all parameters.
+
+    Parameters are scaled to ``[0, 1]`` by the range of the truths; each star gets a
+    reference point drawn uniformly from that box (or ``references``, already scaled), and
+    Euclidean distances to it rank the truth among the samples. Stars with any non-finite
+    truth or sample are left out.
+
+    Parameters
+    ----------
+    samples : (star, sample, param)
+    truth : (star, param)
+    n_alpha : number of steps of the ``alpha`` grid
+    references : (star, param) reference points in the scaled space; default random
+    seed : seed of the reference points and of the tie-breaking noise
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> mu = rng.normal(size=(3000, 2))
+    >>> truth = mu + rng.normal(size=(3000, 2))
+    >>> good = tarp(mu[:, None] + rng.normal(size=(3000, 100, 2)), truth)
+    >>> narrow = tarp(mu[:, None] + 0.3 * rng.normal(size=(3000, 100, 2)), truth)
+    >>> good.max_deviation < 0.05 < narrow.max_deviation
+    True
+    """
+    samples, truth = _check(samples, truth)
+    rng = np.random.default_rng(seed)
+    ok = np.isfinite(samples).all(axis=(1, 2)) & np.isfinite(truth).all(axis=1)
+    samples, truth = samples[ok], truth[ok]
+    alpha = np.linspace(0.0, 1.0, n_alpha + 1)
+    if not len(truth):
+        return TarpResult(alpha, np.full_like(alpha, np.nan), np.empty(0), 0, float("nan"))
+    lo, hi = truth.min(axis=0), truth.max(axis=0)
+    scale = np.where(hi > lo, hi - lo, 1.0)
+    samples, truth = (samples - lo) / scale, (truth - lo) / scale
+    if references is None:
+        references = rng.random(truth.shape)
+    else:
+        references = np.asarray(references, dtype=float)[ok]
+    sample_distance = np.linalg.norm(samples - references[:, None, :], axis=2)
+    truth_distance = np.linalg.norm(truth - references, axis=1)
+    closer = (sample_distance < truth_distance[:, None]).sum(axis=1)
+    scores = uniform_scores(closer, samples.shape[1], rng)
+    ecp = (scores[None, :] < alpha[:, None]).mean(axis=1)
+    p_value = float(stats.kstest(scores, "uniform").pvalue)
+    return TarpResult(alpha, ecp, scores, len(scores), p_value)
+
+
+__all__ = [
+    "LEVELS",
+    "TarpResult",
+    "coverage",
+    "coverage_tolerance",
+    "rank_bins",
+    "rank_histogram",
+    "sbc_ranks",
+    "tarp",
+    "uniform_scores",
+    "uniformity_pvalues",
+    "usable",
+]
