@@ -32,6 +32,7 @@ from ysoscale.nn.default import load_default_model
 from ysoscale.physics.forward import ForwardModel
 from ysoscale.simulate.surveys import SURVEY_MODELS
 from ysoscale.train.loader import StoreLoader
+from ysoscale.validate import LEVELS, accuracy, coverage
 
 COMBINATIONS = {
     "gaia": ("gaia",),
@@ -39,7 +40,6 @@ COMBINATIONS = {
     "gaia+tmass+wise+ps1": ("gaia", "tmass", "wise", "ps1"),
     "all": tuple(SURVEY_MODELS),
 }
-LEVELS = np.linspace(0.1, 0.95, 10)
 
 
 def held_out(
@@ -65,16 +65,6 @@ def restrict(data: dict[str, np.ndarray], bands: tuple[str, ...], surveys: tuple
     return rows, mag[rows], err[rows], parallax[rows], data["parallax_error"][rows]
 
 
-def coverage(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Empirical coverage (level, param) of central credible intervals."""
-    out = np.empty((len(LEVELS), truth.shape[1]))
-    for i, level in enumerate(LEVELS):
-        lo = np.quantile(samples, 0.5 - level / 2, axis=1)
-        hi = np.quantile(samples, 0.5 + level / 2, axis=1)
-        out[i] = ((truth >= lo) & (truth <= hi)).mean(axis=0)
-    return out
-
-
 def derived_teff_logg(
     forward: ForwardModel, names: list[str], samples: np.ndarray, truth: np.ndarray
 ):
@@ -96,14 +86,18 @@ def derived_teff_logg(
     return lookup(samples), lookup(truth)
 
 
+def _point_stats(estimate: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """MAD, RMS and median bias of ``estimate - truth`` (:func:`ysoscale.validate.accuracy`)."""
+    stats = accuracy(estimate, truth)
+    return {"mad": stats["mad"], "rms": stats["rms"], "bias": stats["bias"]}
+
+
 def _stats(samples: np.ndarray, truth: np.ndarray, names: list[str]) -> dict[str, dict]:
     cov = coverage(samples, truth)
-    error = np.median(samples, axis=1) - truth
+    median = np.median(samples, axis=1)
     return {
         name: {
-            "mad": float(np.median(np.abs(error[:, j] - np.median(error[:, j])))),
-            "rms": float(np.sqrt(np.mean(error[:, j] ** 2))),
-            "bias": float(np.median(error[:, j])),
+            **_point_stats(median[:, j], truth[:, j]),
             "max_coverage_error": float(np.max(np.abs(cov[:, j] - LEVELS))),
         }
         for j, name in enumerate(names)
@@ -115,16 +109,10 @@ def _derived_stats(forward: ForwardModel, names, samples, truth) -> dict[str, di
     if derived is None:
         return {}
     (teff_s, logg_s), (teff_t, logg_t) = derived
-    out = {}
-    for name, s, t in (("teff", teff_s, teff_t), ("logg", logg_s, logg_t)):
-        e = np.nanmedian(s, axis=1) - t
-        e = e[np.isfinite(e)]
-        out[name] = {
-            "mad": float(np.median(np.abs(e - np.median(e)))),
-            "rms": float(np.sqrt(np.mean(e**2))),
-            "bias": float(np.median(e)),
-        }
-    return out
+    return {
+        name: _point_stats(np.nanmedian(s, axis=1), t)
+        for name, s, t in (("teff", teff_s, teff_t), ("logg", logg_s, logg_t))
+    }
 
 
 def _importance(model, forward, data, n: int, n_samples: int) -> dict[str, object]:
