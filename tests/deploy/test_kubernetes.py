@@ -23,6 +23,7 @@ from ysoscale.deploy import (
     validate_manifest,
 )
 from ysoscale.deploy.kubernetes import tls_env
+from ysoscale.deploy.tls import flatten
 
 KUBE = DEPLOY / "kubernetes"
 MANIFESTS = sorted((KUBE / "manifests").glob("*.yaml"))
@@ -325,3 +326,26 @@ def test_settings_refuse_misspelled_keys():
         kubernetes_settings(KUBE / "cluster.yaml", max_worker=3)
     with pytest.raises(ValueError, match="Kubernetes name"):
         kubernetes_settings(KUBE / "cluster.yaml", name="YSO")
+
+
+def test_scheduler_serves_the_api_the_operator_scales_with():
+    """The operator asks the scheduler's HTTP API for the adaptive target and to retire
+    workers; the DaskCluster's environment turns that API on."""
+    import json
+    import urllib.request
+
+    import dask
+    from distributed import LocalCluster
+
+    (scheduler,) = kubernetes_cluster_spec(KUBE / "cluster.yaml")["spec"]["scheduler"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e["value"] for e in scheduler["env"]}
+    with dask.config.set(flatten(dask.config.collect_env(env))):
+        with LocalCluster(n_workers=0, processes=False, dashboard_address="127.0.0.1:0") as cluster:
+            port = cluster.scheduler.http_server.port
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/api/v1/adaptive_target", timeout=10
+            ) as reply:
+                assert reply.status == 200
+                assert json.loads(reply.read())["workers"] == 0

@@ -4,10 +4,10 @@
 (the operator's own template) and makes it run ysoscale: the ``dask`` command line
 (``dask-scheduler``/``dask-worker`` are no longer installed by distributed), GPU workers
 with dask-cuda (``dask cuda worker``, one ``nvidia.com/gpu`` each), the shared data volume
-mounted where the scheduled job writes, a ``ClusterIP`` scheduler Service and worker
-dashboards on loopback. Settings come from ``deploy/kubernetes/cluster.yaml``;
-``python -m ysoscale.deploy kubernetes render`` writes
-``deploy/kubernetes/manifests/10-daskcluster.yaml``.
+mounted where the scheduled job writes, a ``ClusterIP`` scheduler Service, the scheduler's
+HTTP API that the operator's autoscaling calls, and worker dashboards on loopback.
+Settings come from ``deploy/kubernetes/cluster.yaml``; ``python -m ysoscale.deploy
+kubernetes render`` writes ``deploy/kubernetes/manifests/10-daskcluster.yaml``.
 
 :func:`validate_manifest` checks a manifest the way ``kubectl apply`` with strict field
 validation would, without a cluster: DaskCluster and DaskAutoscaler against the CRD
@@ -232,6 +232,7 @@ def kubernetes_cluster_spec(
     # through its HTTP API. Only the ClusterIP Service (and NetworkPolicy) expose it;
     # users reach it with kubectl port-forward.
     scheduler["args"] = ["dask", "scheduler", "--host", "0.0.0.0", "--dashboard-address", ":8787"]
+    scheduler["env"] = _env({"DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES": scheduler_routes()})
     scheduler["imagePullPolicy"] = s.image_pull_policy
     scheduler["resources"] = _resources(s.scheduler_cpu, s.scheduler_memory)
     scheduler_pod["securityContext"] = dict(security)
@@ -264,7 +265,7 @@ def kubernetes_cluster_spec(
         # the dashboard (probes, the operator's scaling calls) stays plain HTTP
         volume, mount = tls_volume(s.tls_secret, "scheduler")
         scheduler["args"] += ["--protocol", "tls"]
-        scheduler["env"] = _env(tls_env("scheduler"))
+        scheduler["env"] += _env(tls_env("scheduler"))
         scheduler_pod["volumes"] = [volume]
         scheduler["volumeMounts"] = [mount]
         volume, mount = tls_volume(s.tls_secret, "worker")
@@ -275,6 +276,26 @@ def kubernetes_cluster_spec(
         for key in [k for k, v in container.items() if v is None]:
             del container[key]  # make_cluster_spec leaves env: None
     return spec
+
+
+def scheduler_routes() -> str:
+    """The scheduler's HTTP routes with the API the operator scales workers through added
+    (``distributed.http.scheduler.api`` is not served by default), as a dask config value.
+
+    Examples
+    --------
+    >>> "distributed.http.scheduler.api" in scheduler_routes()
+    True
+    """
+    import json
+
+    import dask
+    import distributed  # noqa: F401  (loads distributed's configuration defaults)
+
+    routes = list(dask.config.get("distributed.scheduler.http.routes"))
+    if "distributed.http.scheduler.api" not in routes:
+        routes.append("distributed.http.scheduler.api")
+    return json.dumps(routes)
 
 
 def _resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, dict[str, str]]:
