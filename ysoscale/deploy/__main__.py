@@ -59,7 +59,9 @@ def _slurm_start(args: argparse.Namespace) -> int:
             Path(args.address_file).write_text(address + "\n")
         port = cluster.dashboard_link.split(":")[-1].split("/")[0]
         print(f"scheduler: {address}")
-        print(f"dashboard: {cluster.dashboard_link}")
+        # the link names the scheduler's host; the dashboard itself listens where
+        # dashboard_address says (127.0.0.1 by default): reach it through ssh
+        print(f"dashboard: http://127.0.0.1:{port}/status on {socket.getfqdn()}")
         print(f"  from your laptop: ssh -N -L {port}:127.0.0.1:{port} {socket.getfqdn()}")
         print(f"run: ysoscale infer INPUT --out OUT --scheduler {address}", end="")
         print(" --gpu" if args.kind == "gpu" else "")
