@@ -101,7 +101,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") 
         if isinstance(value, float):
             if not math.isfinite(value):
                 return "–"
-            return f"{value:.3g}" if abs(value) < 1e4 else f"{value:,.0f}"
+            return f"{value:.3g}" if abs(value) < 1e3 else f"{value:,.0f}"
         if isinstance(value, int | np.integer):
             return f"{int(value):,}"
         return html.escape(str(value))
@@ -240,12 +240,12 @@ def _combinations(data: ValidationData) -> tuple[np.ndarray, str]:
              if catalog is not None and mag_column(b) in catalog.columns]  # fmt: skip
     if not bands:
         return np.full(data.n, "all", dtype=object), (
-            "no {band}_mag columns were found, so stars are not split by survey combination"
+            "No {band}_mag columns were found, so stars are not split by survey combination"
         )
     observed = np.isfinite(catalog[[mag_column(b) for b, _ in bands]].to_numpy(dtype=float))
     groups = survey_combinations(observed, [s for _, s in bands], list(SURVEY_MODELS))
     return groups, (
-        "survey combination = the surveys a star has a finite magnitude in (catalog columns "
+        "Survey combination = the surveys a star has a finite magnitude in (catalog columns "
         f"from {data.catalog_source})"
     )
 
