@@ -158,7 +158,34 @@ def _cmd_train_svae(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_simformer(args: argparse.Namespace) -> int:
-    raise ValueError("--model simformer: the flow-matching trainer is being built (issue 6)")
+    from ysoscale.nn.simformer_config import SimformerConfig
+    from ysoscale.train.simformer_trainer import train_simformer
+    from ysoscale.train.trainer import TrainingConfig
+
+    if args.irisml or args.extend_bands or args.extend_from:
+        raise ValueError("--irisml, --extend-bands and --from apply to --model npe only")
+    settings = _toml(args.config)
+    unknown = sorted(set(settings) - {"estimator", "training"})
+    if unknown:
+        raise ValueError(
+            f"unknown table(s) {unknown} in {args.config}; use [estimator] (SimformerConfig "
+            "keys) and [training]"
+        )
+    training = dict(settings.get("training", {})) | _given(
+        args, "device", "epochs", "max_minutes", "time_budget_minutes", "batch_size",
+        "learning_rate", "loader_threads",
+    )  # fmt: skip
+    report = train_simformer(
+        args.data,
+        args.out,
+        SimformerConfig.from_dict(settings.get("estimator", {})),
+        TrainingConfig.from_dict(training),
+    )
+    print(
+        f"simformer: {report.epochs_run} epoch(s) in {report.seconds / 60:.1f} min, best "
+        f"validation loss {report.best_validation_nll:.4f}; model in {report.out_dir}"
+    )
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Neural estimators: band tokenizer, set encoder, amortised posterior estimator."""
+"""Neural estimators: band tokenizer, set encoder, amortised posterior estimator, simformer."""
 
 from ysoscale.nn.config import (
     ATMOSPHERIC_PARAMS,
@@ -8,6 +8,8 @@ from ysoscale.nn.config import (
 )
 from ysoscale.nn.encoder import SetEncoder
 from ysoscale.nn.npe import PosteriorEstimator
+from ysoscale.nn.simformer import Simformer
+from ysoscale.nn.simformer_config import SimformerConfig
 from ysoscale.nn.tokenizer import BandTokenizer
 
 __all__ = [
@@ -18,4 +20,6 @@ __all__ = [
     "EstimatorConfig",
     "PosteriorEstimator",
     "SetEncoder",
+    "Simformer",
+    "SimformerConfig",
 ]

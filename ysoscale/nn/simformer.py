@@ -42,7 +42,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from ysoscale.nn.npe import CARD_FILE, WEIGHTS_FILE
+from ysoscale.nn.npe import CARD_FILE, WEIGHTS_FILE, PosteriorEstimator
 from ysoscale.nn.simformer_config import (
     SIMFORMER_PARAM_BOUNDS,
     SOLVERS,
@@ -785,6 +785,7 @@ class Simformer(nn.Module):
         age_threshold_myr: float = 10.0,
         excess_bands: Sequence[str] | None = None,
         samples: Tensor | None = None,
+        noise: Tensor | None = None,
         solver: str | None = None,
         steps: int | None = None,
     ) -> dict[str, Tensor]:
@@ -796,7 +797,9 @@ class Simformer(nn.Module):
         :data:`INFRARED_EXCESS_BANDS`) compares it with its photospheric prediction: the
         simformer's predictive of those bands conditioned on the other bands, the
         parallax and ``has_disk = 0`` (see :func:`ysoscale.nn.predictive.infrared_excess`).
-        Stars with no band outside ``excess_bands`` get NaN scores.
+        Stars with no band outside ``excess_bands`` get NaN scores. ``noise``
+        ``(batch, n_samples, n_var)`` gives the standard-normal draws of that prediction
+        (e.g. counter-based ones, for results that do not depend on the batch).
 
         Returns
         -------
@@ -833,8 +836,9 @@ class Simformer(nn.Module):
                 plx = None if parallax is None else parallax[rows]
                 plx_err = None if parallax_error is None else parallax_error[rows]
                 condition = {"has_disk": 0.0} if "has_disk" in config.params else None
+                draws = None if noise is None else torch.as_tensor(noise, device=device)[rows]
                 predicted = self.sample_joint(mag[rows], mag_err[rows], plx, plx_err, n_samples,
-                                              condition=condition, leave_out=scored,
+                                              noise=draws, condition=condition, leave_out=scored,
                                               solver=solver, steps=steps)["bands"]  # fmt: skip
                 columns = [config.bands.index(b) for b in scored]
                 score = infrared_excess(mag[rows][:, columns], mag_err[rows][:, columns],
@@ -939,10 +943,33 @@ class SimformerPosterior(Distribution):
         )
 
 
+def load_estimator(
+    path_dir: str | Path, map_location: str | torch.device = "cpu"
+) -> PosteriorEstimator | Simformer:
+    """The estimator saved in ``path_dir``, by the ``"estimator"`` entry of its model card
+    (``"simformer"``: :class:`Simformer`; absent: the set-transformer
+    :class:`~ysoscale.nn.npe.PosteriorEstimator`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> config = SimformerConfig(bands=("gaia_g",), width=8, heads=2, depth=1, ff=8)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = Simformer(config).save(tmp)
+    ...     type(load_estimator(tmp)).__name__
+    'Simformer'
+    """
+    card = json.loads((Path(path_dir) / CARD_FILE).read_text())
+    if card.get("estimator", "npe") == ESTIMATOR_NAME:
+        return Simformer.load(path_dir, map_location=map_location)
+    return PosteriorEstimator.load(path_dir, map_location=map_location)
+
+
 __all__ = [
     "ESTIMATOR_NAME",
     "INFRARED_EXCESS_BANDS",
     "Observations",
     "Simformer",
     "SimformerPosterior",
+    "load_estimator",
 ]

@@ -1,0 +1,307 @@
+"""The flow-matching simformer beside the set-transformer estimator, trained on one store.
+
+Trains, in this process and on the same training store, the set-transformer + flow
+estimator (:func:`ysoscale.train.trainer.train`) and two simformers
+(:func:`ysoscale.train.simformer_trainer.train_simformer`), without and with the physics
+guidance term. Then, on held-out simulated stars, for four condition patterns (Gaia only;
+Gaia + parallax; Gaia + 2MASS + parallax; all the models' bands + parallax):
+
+* coverage of central credible intervals at 10 levels for every parameter (the largest
+  |empirical - nominal| per parameter, and over all parameters);
+* MAD of the posterior median against the truth per parameter;
+* ROC AUC of p_young = P(age < 10 Myr | data) for the true age < 10 Myr (both estimators),
+  and of p_disk for the true disk (simformer);
+* guidance ablation: the physics residual median |m_fwd(theta) - m| of posterior samples,
+  against the observed magnitudes (disk-free stars, all-bands pattern) and, from joint
+  samples, against the simformer's own predicted magnitudes of unobserved bands.
+
+Prints markdown tables; the last line is one JSON object with the headline figures and the
+simformer / set-transformer ratios.
+
+    python benchmarks/simformer.py [--store TRAIN.zarr] [--heldout TEST.zarr]
+        [--n-train 20000] [--n-test 5000] [--minutes 3] [--samples 32] [--steps 4]
+        [--surveys gaia,tmass,wise] [--guidance-weight 0.2] [--out DIR] [--quick]
+
+Without ``--store`` / ``--heldout`` the stores are simulated (seeds 5 and 6) into ``--out``.
+The Done-when scale of issue 6 is ``--n-train 1000000 --n-test 100000`` with longer
+training (``--minutes``) on a bigger machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ysoscale.nn import EstimatorConfig, PosteriorEstimator
+from ysoscale.nn.predictive import p_disk, p_young, roc_auc
+from ysoscale.nn.simformer import Simformer
+from ysoscale.nn.simformer_config import SimformerConfig
+from ysoscale.simulate.surveys import SURVEY_MODELS
+from ysoscale.train.loader import StoreLoader
+from ysoscale.train.simformer_trainer import guidance_forward_model, train_simformer
+from ysoscale.train.trainer import TrainingConfig, train
+
+LEVELS = np.linspace(0.1, 0.95, 10)
+PARAMS = ("log10_mass", "log10_age", "mh", "log10_distance", "av", "rv")
+PATTERNS = {
+    "gaia": (("gaia",), False),
+    "gaia+plx": (("gaia",), True),
+    "gaia+tmass+plx": (("gaia", "tmass"), True),
+    "all+plx": (None, True),
+}
+YOUNG_LOG10_AGE = 7.0
+
+
+def simulate_store(path: Path, n: int, seed: int, chunk: int) -> None:
+    from ysoscale.simulate.config import SimulationConfig
+    from ysoscale.simulate.run import simulate
+
+    config = SimulationConfig(n=n, seed=seed, chunk_size=chunk, require_detection=True)
+    simulate(config, path, workers=0, progress=False)
+
+
+def held_out(store: Path, bands: tuple[str, ...], params: tuple[str, ...], n: int) -> dict:
+    loader = StoreLoader(store, params, bands, split="all", batch_size=n, band_dropout=0.0,
+                         survey_dropout=0.0, redraw_noise=False, with_truth=True)  # fmt: skip
+    batch = next(loader.epoch(0))
+    return {name: getattr(batch, name)[:n] for name in ("theta", "mag", "mag_err", "parallax",
+                                                         "parallax_error", "mag_true")}  # fmt: skip
+
+
+def restrict(data: dict, bands: tuple[str, ...], surveys: tuple[str, ...] | None, plx: bool):
+    """The pattern's view of the held-out stars: rows with at least one band left."""
+    keep = set(bands) if surveys is None else {b for s in surveys for b in SURVEY_MODELS[s].bands}
+    mask = np.array([b in keep for b in bands])
+    mag = np.where(mask, data["mag"], np.nan).astype(np.float32)
+    err = np.where(mask, data["mag_err"], np.nan).astype(np.float32)
+    parallax = data["parallax"] if plx else np.full_like(data["parallax"], np.nan)
+    rows = np.isfinite(mag).any(axis=1)
+    return rows, mag[rows], err[rows], parallax[rows], data["parallax_error"][rows]
+
+
+def coverage_error(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Largest |empirical - nominal| coverage over the 10 levels, per parameter."""
+    worst = np.zeros(truth.shape[1])
+    for level in LEVELS:
+        lo = np.quantile(samples, 0.5 - level / 2, axis=1)
+        hi = np.quantile(samples, 0.5 + level / 2, axis=1)
+        empirical = ((truth >= lo) & (truth <= hi)).mean(axis=0)
+        worst = np.maximum(worst, np.abs(empirical - level))
+    return worst
+
+
+def physics_residual(forward, theta: np.ndarray, params, mag: np.ndarray, use: np.ndarray):
+    """Median |m_fwd(theta) - mag| over stars, samples and bands where ``use``.
+
+    ``theta`` (n, s, p) samples, ``mag`` (n, s, band) or (n, band) references.
+    """
+    n, s, _ = theta.shape
+    flat = torch.from_numpy(theta.reshape(n * s, -1).astype(np.float32))
+    index = {p: i for i, p in enumerate(params)}
+    with torch.no_grad():
+        fwd = forward.physical(
+            flat[:, index["log10_mass"]], flat[:, index["log10_age"]], flat[:, index["mh"]],
+            10.0 ** flat[:, index["log10_distance"]], flat[:, index["av"]], flat[:, index["rv"]],
+        )  # fmt: skip
+    m_fwd = fwd.mag.numpy().reshape(n, s, -1)
+    ref = mag if mag.ndim == 3 else np.broadcast_to(mag[:, None, :], m_fwd.shape)
+    use = np.broadcast_to(use if use.ndim == 3 else use[:, None, :], m_fwd.shape)
+    good = use & np.isfinite(m_fwd) & np.isfinite(ref)
+    return float(np.median(np.abs(m_fwd - ref)[good])) if good.any() else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--store", help="training store (default: simulate --n-train stars)")
+    parser.add_argument("--heldout", help="held-out store (default: simulate --n-test stars)")
+    parser.add_argument("--n-train", type=int, default=20_000)
+    parser.add_argument("--n-test", type=int, default=5_000, help="held-out stars evaluated")
+    parser.add_argument("--minutes", type=float, default=3.0, help="training time per model")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--samples", type=int, default=32, help="posterior samples per star")
+    parser.add_argument("--steps", type=int, default=4, help="ODE steps of the simformer")
+    parser.add_argument("--solver", default="heun", choices=["euler", "heun", "rk4"])
+    parser.add_argument("--surveys", default="gaia,tmass,wise", help="surveys of the bands")
+    parser.add_argument("--guidance-weight", type=float, default=0.2, help="w_R of the ablation")
+    parser.add_argument("--joint-stars", type=int, default=200, help="stars of joint sampling")
+    parser.add_argument("--out", help="work directory (default: a temporary one)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, well under a minute")
+    args = parser.parse_args()
+    if args.quick:
+        args.n_train, args.n_test, args.minutes = 2000, 150, 0.08
+        args.samples, args.steps, args.joint_stars, args.batch_size = 16, 2, 40, 256
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    work = Path(args.out or tempfile.mkdtemp(prefix="simformer_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    store = Path(args.store) if args.store else work / "train.zarr"
+    heldout = Path(args.heldout) if args.heldout else work / "heldout.zarr"
+    chunk = max(500, args.n_train // 10)
+    if not args.store and not store.exists():
+        simulate_store(store, args.n_train, seed=5, chunk=chunk)
+    if not args.heldout and not heldout.exists():
+        simulate_store(heldout, args.n_test, seed=6, chunk=max(500, args.n_test // 4))
+
+    surveys = tuple(args.surveys.split(","))
+    bands = tuple(b for s in surveys for b in SURVEY_MODELS[s].bands)
+    training = TrainingConfig(epochs=1000, batch_size=args.batch_size, learning_rate=1e-3,
+                              warmup_steps=50, patience=1000,
+                              time_budget_minutes=args.minutes, seed=0)  # fmt: skip
+    timings = {}
+    t0 = time.perf_counter()
+    train(store, work / "npe", EstimatorConfig(bands=bands), training, progress=False)
+    timings["npe_train_s"] = time.perf_counter() - t0
+    npe = PosteriorEstimator.load(work / "npe").eval()
+    forward = guidance_forward_model(SimformerConfig(bands=bands), torch.device("cpu"))
+    small = dict(bands=bands, width=64, depth=3, heads=4, ff=128, default_solver=args.solver,
+                 default_steps=args.steps)  # fmt: skip
+    simformers = {}
+    for name, weight in (("simformer", 0.0), ("simformer_guided", args.guidance_weight)):
+        t0 = time.perf_counter()
+        train_simformer(store, work / name, SimformerConfig(**small, w_r=weight), training,
+                        forward_model=forward if weight > 0 else None, progress=False)  # fmt: skip
+        timings[f"{name}_train_s"] = time.perf_counter() - t0
+        simformers[name] = Simformer.load(work / name).eval()
+
+    sf_params = simformers["simformer"].config.params
+    data = held_out(heldout, bands, sf_params, args.n_test)
+    truth_all = data["theta"][:, [sf_params.index(p) for p in PARAMS]]
+    young_all = data["theta"][:, sf_params.index("log10_age")] < YOUNG_LOG10_AGE
+    disk_all = data["theta"][:, sf_params.index("has_disk")] > 0.5
+    results: dict = {}
+    for pattern, (pattern_surveys, plx) in PATTERNS.items():
+        rows, mag, err, parallax, parallax_error = restrict(data, bands, pattern_surveys, plx)
+        truth, young = truth_all[rows], young_all[rows]
+        entry = {"n_stars": int(rows.sum())}
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        samples, _ = npe.sample(mag, err, parallax, parallax_error, n_samples=args.samples)
+        entry["npe_sample_s"] = time.perf_counter() - t0
+        samples = samples.numpy()
+        entry["npe"] = _scores(samples, truth, young, PARAMS, None, None)
+        for name, model in simformers.items():
+            torch.manual_seed(0)
+            t0 = time.perf_counter()
+            s, _ = model.sample(mag, err, parallax, parallax_error, n_samples=args.samples)
+            entry[f"{name}_sample_s"] = time.perf_counter() - t0
+            s = s.numpy()
+            picked = s[..., [sf_params.index(p) for p in PARAMS]]
+            entry[name] = _scores(picked, truth, young, PARAMS,
+                                  s[..., sf_params.index("has_disk")], disk_all[rows])  # fmt: skip
+            if pattern == "all+plx":
+                use = np.isfinite(mag) & ~disk_all[rows][:, None]
+                entry[name]["residual_observed"] = physics_residual(
+                    forward, picked, PARAMS, mag, use
+                )
+                n_joint = min(args.joint_stars, len(mag))
+                torch.manual_seed(1)
+                first = slice(0, n_joint)
+                joint = model.sample_joint(
+                    mag[first], err[first], parallax[first], parallax_error[first],
+                    n_samples=args.samples,
+                )  # fmt: skip
+                theta = joint["params"].numpy()[..., [sf_params.index(p) for p in PARAMS]]
+                predicted = ~joint["band_observed"].numpy() & ~disk_all[rows][:n_joint, None]
+                entry[name]["residual_predicted"] = physics_residual(
+                    forward, theta, PARAMS, joint["bands"].numpy(), predicted
+                )
+        if pattern == "all+plx":
+            use = np.isfinite(mag) & ~disk_all[rows][:, None]
+            entry["npe"]["residual_observed"] = physics_residual(forward, samples, PARAMS, mag, use)
+        results[pattern] = entry
+    _print_tables(results, args, timings)
+    summary = _summary(results, timings, args, time.perf_counter() - started)
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+             for k, v in summary.items()}  # fmt: skip
+    print(json.dumps(clean))
+
+
+def _scores(samples, truth, young, params, disk_samples, disk_truth) -> dict:
+    cov = coverage_error(samples, truth)
+    mad = np.median(np.abs(np.median(samples, axis=1) - truth), axis=0)
+    age = samples[..., params.index("log10_age")]
+    out = {
+        "coverage_error": dict(zip(params, cov.round(4).tolist(), strict=True)),
+        "max_coverage_error": float(cov.max()),
+        "mad": dict(zip(params, mad.round(4).tolist(), strict=True)),
+        "auc_p_young": roc_auc(p_young(age), young),
+    }
+    if disk_samples is not None:
+        out["auc_p_disk"] = roc_auc(p_disk(disk_samples), disk_truth)
+    return out
+
+
+def _print_tables(results: dict, args, timings: dict) -> None:
+    models = ("npe", "simformer", "simformer_guided")
+    spent = json.dumps({k: round(v, 1) for k, v in timings.items()})
+    print(f"\ntraining: {args.minutes} min per model; {spent}")
+    print(f"sampling: {args.samples} samples/star; simformer {args.solver} x {args.steps} steps\n")
+    print("| pattern | stars | model | " + " | ".join(f"MAD {p}" for p in PARAMS)
+          + " | max cov. err | AUC p_young | AUC p_disk |")  # fmt: skip
+    print("|" + "---|" * (len(PARAMS) + 6))
+    for pattern, entry in results.items():
+        for model in models:
+            s = entry[model]
+            mads = " | ".join(f"{s['mad'][p]:.3f}" for p in PARAMS)
+            disk = f"{s['auc_p_disk']:.3f}" if "auc_p_disk" in s else "-"
+            print(f"| {pattern} | {entry['n_stars']} | {model} | {mads} | "
+                  f"{s['max_coverage_error']:.3f} | {s['auc_p_young']:.3f} | {disk} |")  # fmt: skip
+    print("\ncoverage error (max over 10 levels) per parameter")
+    print("| pattern | model | " + " | ".join(PARAMS) + " |")
+    print("|" + "---|" * (len(PARAMS) + 2))
+    for pattern, entry in results.items():
+        for model in models:
+            cov = " | ".join(f"{entry[model]['coverage_error'][p]:.3f}" for p in PARAMS)
+            print(f"| {pattern} | {model} | {cov} |")
+    entry = results["all+plx"]
+    print("\nguidance ablation (all bands + parallax): median |m_fwd(theta) - m|, mag")
+    print("| model | vs observed (disk-free) | vs own predicted bands | max cov. err |")
+    print("|---|---|---|---|")
+    for model in models:
+        s = entry[model]
+        pred = f"{s['residual_predicted']:.4f}" if "residual_predicted" in s else "-"
+        print(f"| {model} | {s['residual_observed']:.4f} | {pred} | "
+              f"{s['max_coverage_error']:.3f} |")  # fmt: skip
+
+
+def _summary(results: dict, timings: dict, args, seconds: float) -> dict:
+    def ratio(a: float, b: float) -> float:
+        return round(a / b, 4) if b and math.isfinite(a) and math.isfinite(b) else float("nan")
+
+    out: dict = {"n_train": args.n_train, "n_test": args.n_test, "minutes_per_model":
+                 args.minutes, "samples": args.samples, "steps": args.steps}  # fmt: skip
+    for pattern, entry in results.items():
+        for model in ("npe", "simformer", "simformer_guided"):
+            s = entry[model]
+            out[f"{pattern}/{model}/max_coverage_error"] = round(s["max_coverage_error"], 4)
+            out[f"{pattern}/{model}/auc_p_young"] = round(s["auc_p_young"], 4)
+            out[f"{pattern}/{model}/mad_log10_age"] = s["mad"]["log10_age"]
+        out[f"{pattern}/mad_log10_age_ratio_simformer_vs_npe"] = ratio(
+            entry["simformer"]["mad"]["log10_age"], entry["npe"]["mad"]["log10_age"]
+        )
+        out[f"{pattern}/simformer/auc_p_disk"] = round(entry["simformer"]["auc_p_disk"], 4)
+    entry = results["all+plx"]
+    for model in ("npe", "simformer", "simformer_guided"):
+        out[f"residual_observed/{model}"] = round(entry[model]["residual_observed"], 4)
+    for model in ("simformer", "simformer_guided"):
+        out[f"residual_predicted/{model}"] = round(entry[model]["residual_predicted"], 4)
+    out["residual_observed_ratio_guided_vs_unguided"] = ratio(
+        entry["simformer_guided"]["residual_observed"], entry["simformer"]["residual_observed"]
+    )
+    out["residual_observed_ratio_simformer_vs_npe"] = ratio(
+        entry["simformer"]["residual_observed"], entry["npe"]["residual_observed"]
+    )
+    out |= {k: round(v, 1) for k, v in timings.items()}
+    out["seconds"] = round(seconds, 1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
