@@ -497,6 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument("--xp-model", dest="xp_model", help="sVAE model directory (with --xp)")
     inf.set_defaults(func=_cmd_infer)
 
+    deploy = sub.add_parser(
+        "deploy",
+        help="SLURM job scripts and clusters, Kubernetes manifests, TLS certificates "
+        "(deploy/README.md; needs the deploy extra)",
+        add_help=False,
+    )
+    deploy.add_argument("deploy_args", nargs=argparse.REMAINDER)  # handled in main()
+
     demo = sub.add_parser("demo", help="the main job on the embedded default")
     demo.add_argument("--out", default="ysoscale_demo", help="output directory")
     demo.add_argument("--n", type=int, default=2000, help="stars in the synthetic catalog")
@@ -521,6 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ysoscale`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["deploy"]:  # its own parser (argparse would eat "--help" and options)
+        from ysoscale.deploy.__main__ import main as deploy_main
+
+        return deploy_main(argv[1:], prog="ysoscale deploy")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

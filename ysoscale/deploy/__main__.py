@@ -114,10 +114,10 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m ysoscale.deploy``."""
+def build_parser(prog: str = "python -m ysoscale.deploy") -> argparse.ArgumentParser:
+    """The argument parser of ``python -m ysoscale.deploy`` (also ``ysoscale deploy``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m ysoscale.deploy",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -160,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m ysoscale.deploy") -> int:
     """Run ``python -m ysoscale.deploy`` with ``argv``.
 
     Examples
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["tls", "certs", "/tmp/ysoscale-tls-example"])  # doctest: +SKIP
     0
     """
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, ImportError) as error:
