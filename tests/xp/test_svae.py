@@ -186,3 +186,15 @@ def test_loading_another_kind_of_model_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match="not an sVAE"):
         ScatterVAE.load(tiny_model(tmp_path / "npe"))
+
+
+def test_numeric_core_does_not_import_dask():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, ysoscale.nn.svae, ysoscale.xp.normalise, ysoscale.xp.kernel; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

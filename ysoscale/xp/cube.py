@@ -88,7 +88,13 @@ def worker_state(model_dir: str, xp_store: str):
     from ysoscale.xp.data import XPLookup
     from ysoscale.xp.populations import Populations
 
-    torch.set_num_threads(1)  # one thread per Dask worker thread
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        torch.set_num_threads(1)  # a Dask worker runs one task per thread
+    except ValueError:  # not in a worker (workers=0): leave this process's setting alone
+        pass
     model = ScatterVAE.load(model_dir, map_location="cpu").eval()
     return model, Populations.load(model_dir), XPLookup(xp_store)
 

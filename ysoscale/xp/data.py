@@ -96,9 +96,11 @@ class XPLookup:
     def fetch(self, source_id: np.ndarray) -> tuple[np.ndarray, XPArrays]:
         """``found`` (n,) bool and the normalised arrays of the found stars, in input order."""
         source_id = np.asarray(source_id, dtype=np.int64)
-        where = np.searchsorted(self.source_id, source_id)
-        where = np.minimum(where, max(len(self.source_id) - 1, 0))
-        found = (len(self.source_id) > 0) & (self.source_id[where] == source_id)
+        if len(self.source_id) == 0:
+            found = np.zeros(len(source_id), dtype=bool)
+            return found, _rows(self.group, np.empty(0, dtype=np.int64), self.source_id)
+        where = np.minimum(np.searchsorted(self.source_id, source_id), len(self.source_id) - 1)
+        found = self.source_id[where] == source_id
         rows, inverse = np.unique(where[found], return_inverse=True)
         arrays = _rows(self.group, rows, self.source_id[rows])
         return found, arrays.subset(inverse)
