@@ -12,6 +12,12 @@ very red or very blue ones where one photometer alone is faint). Correlations ar
 scale-free and kept as they are. The error of ``F`` itself is neglected (0.3 % median on
 the real 2,000-star sample, below the errors of the higher coefficients it divides).
 
+The measurement covariance of a photometer is ``C = D R D`` with ``D`` the published
+coefficient errors and ``R`` the published correlations. (GaiaXPy divides the errors by
+``*_standard_deviation`` before building ``C``, recovering the formal covariance of the
+fit; here the published, inflated errors are kept, so that the diagonal of ``C`` is
+exactly what the diagonal-error path uses.)
+
 A star is *usable* when all 110 coefficients and errors are finite, every error is
 positive and ``F > 0``; the others get no XP results (NaN downstream).
 
