@@ -102,7 +102,6 @@ def _residual(model: Simformer, forward: ForwardModel, store: Path) -> float:
     return float(np.median(np.abs(m_fwd - batch.mag[:, None, :])[use]))
 
 
-@pytest.mark.slow
 def test_guidance_reduces_the_physics_residual(store, forward, tmp_path) -> None:
     training = TrainingConfig(epochs=3, batch_size=250, learning_rate=2e-3, warmup_steps=20)
     residual = {}
