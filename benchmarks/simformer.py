@@ -10,7 +10,8 @@ Gaia + parallax; Gaia + 2MASS + parallax; all the models' bands + parallax):
   |empirical - nominal| per parameter, and over all parameters);
 * MAD of the posterior median against the truth per parameter;
 * ROC AUC of p_young = P(age < 10 Myr | data) for the true age < 10 Myr (both estimators),
-  and of p_disk for the true disk (simformer);
+  and of p_disk for the true disk (simformer), and (all bands) of the largest
+  infrared-excess score against the photospheric prediction;
 * guidance ablation: the physics residual median |m_fwd(theta) - m| of posterior samples,
   against the observed magnitudes (disk-free stars, all-bands pattern) and, from joint
   samples, against the simformer's own predicted magnitudes of unobserved bands.
@@ -212,6 +213,14 @@ def main() -> None:
                 entry[name]["residual_predicted"] = physics_residual(
                     forward, theta, PARAMS, joint["bands"].numpy(), predicted
                 )
+                yso = model.yso_products(
+                    mag[first], err[first], parallax[first], parallax_error[first],
+                    n_samples=args.samples, samples=torch.from_numpy(s[first]),
+                )  # fmt: skip
+                excess = yso["excess"].nan_to_num(nan=-np.inf).max(dim=1).values.numpy()
+                excess[~np.isfinite(excess)] = np.nan
+                entry[name]["auc_excess"] = roc_auc(excess, disk_all[rows][first])
+                entry[name]["n_excess"] = int(np.isfinite(excess).sum())
         if pattern == "all+plx":
             use = np.isfinite(mag) & ~disk_all[rows][:, None]
             entry["npe"]["residual_observed"] = physics_residual(forward, samples, PARAMS, mag, use)
@@ -261,6 +270,10 @@ def _print_tables(results: dict, args, timings: dict) -> None:
             cov = " | ".join(f"{entry[model]['coverage_error'][p]:.3f}" for p in PARAMS)
             print(f"| {pattern} | {model} | {cov} |")
     entry = results["all+plx"]
+    for model in models[1:]:
+        s = entry[model]
+        print(f"{model}: ROC AUC of the largest infrared-excess score for a disk "
+              f"({s['n_excess']} stars with a scored band): {s['auc_excess']:.3f}")  # fmt: skip
     print("\nguidance ablation (all bands + parallax): median |m_fwd(theta) - m|, mag")
     print("| model | vs observed (disk-free) | vs own predicted bands | max cov. err |")
     print("|---|---|---|---|")
@@ -292,6 +305,7 @@ def _summary(results: dict, timings: dict, args, seconds: float) -> dict:
         out[f"residual_observed/{model}"] = round(entry[model]["residual_observed"], 4)
     for model in ("simformer", "simformer_guided"):
         out[f"residual_predicted/{model}"] = round(entry[model]["residual_predicted"], 4)
+        out[f"all+plx/{model}/auc_excess_disk"] = round(entry[model]["auc_excess"], 4)
     out["residual_observed_ratio_guided_vs_unguided"] = ratio(
         entry["simformer_guided"]["residual_observed"], entry["simformer"]["residual_observed"]
     )
