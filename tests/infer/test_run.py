@@ -211,3 +211,45 @@ def test_hats_collection_input_uses_its_main_catalog(tmp_path, model_dir, catalo
     )  # fmt: skip
     assert report.n_stars == len(frame)
     assert len(lsdb.open_catalog(report.summary_catalog).compute()) == len(frame)
+
+
+def test_infer_with_a_simformer_model(tmp_path, one_thread):
+    """A Simformer model directory (found by its model card) serves ``infer`` like an NPE
+    one: same per-star draws wherever a star sits, log_prob NaN (no density)."""
+    import torch
+
+    from tests.infer import BANDS, synthetic_catalog
+    from ysoscale.infer.kernel import infer_arrays
+    from ysoscale.nn import Simformer, SimformerConfig
+
+    torch.manual_seed(0)
+    config = SimformerConfig(bands=BANDS, width=16, heads=2, depth=1, ff=32, default_steps=2)
+    model_dir = Simformer(config).save(tmp_path / "simformer")
+    frame = synthetic_catalog(60, seed=3)
+    frame.to_parquet(tmp_path / "catalog.parquet")
+    report = infer(tmp_path / "catalog.parquet", tmp_path / "run", model=model_dir,
+                   n_samples=8, workers=0, progress=False)  # fmt: skip
+    cube = open_cube(report.cube)
+    assert json.loads(cube.attrs["model_card"])["estimator"] == "simformer"
+    samples = cube.samples.values
+    assert np.isfinite(samples[:, :, : len(config.params)]).all()
+    # the same stars, reordered, through the kernel directly: identical draws per star
+    order = np.argsort(cube.source_id.values)[::-1]
+    bands = list(BANDS)
+    table = frame.set_index("source_id").loc[cube.source_id.values[order]]
+    direct = infer_arrays(
+        Simformer.load(model_dir),
+        table[[f"{b}_mag" for b in bands]].to_numpy(),
+        table[[f"{b}_mag_err" for b in bands]].to_numpy(),
+        table["parallax"].to_numpy(),
+        table["parallax_error"].to_numpy(),
+        np.ones(len(table), dtype=bool),
+        8,
+        seed=0,
+        source_id=table.index.to_numpy(),
+    )
+    n_param = len(config.params)
+    np.testing.assert_allclose(
+        direct["samples"][:, :, :n_param], samples[order][:, :, :n_param], rtol=1e-5, atol=1e-5
+    )
+    assert np.isnan(direct["log_prob"]).all()

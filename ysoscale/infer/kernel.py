@@ -17,6 +17,7 @@ import torch
 from scipy.special import ndtri
 
 from ysoscale.nn.npe import PosteriorEstimator
+from ysoscale.nn.simformer import Simformer
 from ysoscale.physics.forward import ForwardModel
 
 STATS: tuple[str, ...] = ("median", "p16", "p84", "mean", "std")
@@ -131,7 +132,7 @@ def _derived(
 
 
 def infer_arrays(
-    model: PosteriorEstimator,
+    model: PosteriorEstimator | Simformer,
     mag: np.ndarray,
     mag_err: np.ndarray,
     parallax: np.ndarray,
@@ -148,8 +149,9 @@ def infer_arrays(
 
     Parameters
     ----------
-    model : PosteriorEstimator
-        On the device it should run on (its inputs are moved there).
+    model : PosteriorEstimator or Simformer
+        On the device it should run on (its inputs are moved there). A Simformer
+        (flow matching) transports the same per-star draws; its ``log_prob`` is NaN.
     mag, mag_err : ndarray, shape (n, n_band)
         Columns in the order of ``model.config.bands``; NaN marks a missing band.
     parallax, parallax_error : ndarray, shape (n,)
@@ -218,19 +220,20 @@ def infer_arrays(
         todo = np.flatnonzero(sampled)
         for first in range(0, len(todo), batch_size):
             rows = todo[first : first + batch_size]
-            dist = model(
-                column(mag, rows),
-                column(mag_err, rows),
-                column(parallax, rows),
-                column(parallax_error, rows),
-            )
-            z = standard_normal(keys[rows], seed, n_samples, n_param)
-            z = torch.from_numpy(z).to(device).transpose(0, 1)  # (sample, batch, param)
-            theta, ladj = dist.transform.inv.call_and_ladj(z)
-            lp = dist.base.log_prob(z) - ladj
-            assert lp.shape == z.shape[:2], f"log_prob shape {tuple(lp.shape)}"
-            theta = _derived(theta.transpose(0, 1), params, out_params, forward)
+            inputs = [column(a, rows) for a in (mag, mag_err, parallax, parallax_error)]
+            z = torch.from_numpy(standard_normal(keys[rows], seed, n_samples, n_param)).to(device)
+            if getattr(model, "estimator", "npe") == "simformer":
+                # flow matching transports the same per-star draws; it has no density
+                theta = model.sample_from_noise(*inputs, z)  # (batch, sample, param)
+            else:
+                dist = model(*inputs)
+                z = z.transpose(0, 1)  # (sample, batch, param)
+                theta, ladj = dist.transform.inv.call_and_ladj(z)
+                lp = dist.base.log_prob(z) - ladj
+                assert lp.shape == z.shape[:2], f"log_prob shape {tuple(lp.shape)}"
+                theta = theta.transpose(0, 1)
+                log_prob[rows] = lp.transpose(0, 1).cpu().numpy()
+            theta = _derived(theta, params, out_params, forward)
             samples[rows] = theta.cpu().numpy()
             summary[rows] = _summarise(theta).cpu().numpy()
-            log_prob[rows] = lp.transpose(0, 1).cpu().numpy()
     return {"samples": samples, "summary": summary, "log_prob": log_prob, "sampled": sampled}

@@ -18,6 +18,7 @@ import torch
 from distributed import WorkerPlugin
 
 from ysoscale.nn.npe import PosteriorEstimator
+from ysoscale.nn.simformer import Simformer, load_estimator
 from ysoscale.physics.forward import ForwardModel
 
 
@@ -25,7 +26,7 @@ from ysoscale.physics.forward import ForwardModel
 class LoadedModels:
     """The estimator and (for the physical parametrisation) the isochrone forward model."""
 
-    model: PosteriorEstimator
+    model: PosteriorEstimator | Simformer
     forward: ForwardModel | None
     device: str
 
@@ -65,7 +66,7 @@ def load_models(model_dir: str | None, device: str, isochrones: bool) -> LoadedM
 
         model = load_default_model(map_location=device)
     else:
-        model = PosteriorEstimator.load(model_dir, map_location=device)
+        model = load_estimator(model_dir, map_location=device)  # by its model card
     model.eval()
     forward = None
     if isochrones:

@@ -401,7 +401,12 @@ def infer(
     out_dir = Path(out_dir)
     model_dir = None if model is None else str(Path(model).resolve())
     card = _model_card(model_dir)
-    config = EstimatorConfig.from_dict(card["config"])
+    if card.get("estimator") == "simformer":
+        from ysoscale.nn.simformer_config import SimformerConfig
+
+        config = SimformerConfig.from_dict(card["config"])
+    else:
+        config = EstimatorConfig.from_dict(card["config"])
     source = open_input(input, partition_rows)
     isochrones = all(p in config.params for p in ("log10_mass", "log10_age", "mh"))
     params = output_params(config.params, isochrones)
