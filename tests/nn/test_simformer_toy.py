@@ -60,6 +60,15 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained() -> Simformer:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads beside any other load thrash (minutes, not 90 s)
+    try:
+        return _train()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train() -> Simformer:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
     model = Simformer(CONFIG)
