@@ -17,6 +17,18 @@ os.environ.setdefault(
 )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _torch_on_one_thread():
+    """Tests train and sample small models: one torch thread is as fast on 2 cores and
+    does not thrash when a Dask worker or another process holds the other core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261122)
