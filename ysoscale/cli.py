@@ -482,7 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     inf = sub.add_parser("infer", help="posterior cube + summary catalog of a catalog (Dask)")
     inf.add_argument("input", help="HATS catalog directory, or parquet/CSV of canonical columns")
     inf.add_argument("--out", required=True, help="output directory (resumed if it exists)")
-    inf.add_argument("--model", help="model directory (default: the shipped model)")
+    inf.add_argument(
+        "--model",
+        help="model directory, or a shipped model: 'default' (physical parameters, ages) "
+        "or 'atmospheric' (Teff, log g, [M/H] directly; better for giants and field stars)",
+    )
     inf.add_argument("--samples", type=int, default=64, help="posterior samples per star")
     inf.add_argument("--seed", type=int, default=0, help="seed of every star's draws")
     where = inf.add_mutually_exclusive_group()

@@ -363,7 +363,9 @@ def infer(
     out_dir : path
         Gets ``posteriors.zarr`` (the cube) and ``summary/`` (a HATS catalog).
     model : path, optional
-        Model directory (``PosteriorEstimator.save``); default: the shipped model.
+        Model directory (``PosteriorEstimator.save`` or ``Simformer.save``), or the name
+        of a shipped model (``"default"``, ``"atmospheric"``; see
+        :data:`ysoscale.nn.default.SHIPPED_MODELS`); default: the shipped default model.
         Workers load it from this path, so it must be visible to them.
     n_samples, seed : int
         Samples per star; the seed of every star's random draws (with its source_id).
@@ -399,6 +401,10 @@ def infer(
     if n_samples < 1 or star_chunk < 1 or partition_rows < 1:
         raise ValueError("n_samples, star_chunk and partition_rows must be positive")
     out_dir = Path(out_dir)
+    if model is not None:
+        from ysoscale.nn.default import resolve_model
+
+        model = resolve_model(model)  # a shipped model's name, or a directory
     model_dir = None if model is None else str(Path(model).resolve())
     card = _model_card(model_dir)
     if card.get("estimator") == "simformer":
