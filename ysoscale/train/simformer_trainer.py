@@ -26,7 +26,12 @@ import torch
 from ysoscale.nn.simformer import Simformer
 from ysoscale.nn.simformer_config import SimformerConfig
 from ysoscale.train.loader import Batch, StoreLoader
-from ysoscale.train.trainer import TrainingConfig, TrainingReport, _learning_rate_factor
+from ysoscale.train.trainer import (
+    TrainingConfig,
+    TrainingReport,
+    _learning_rate_factor,
+    out_of_time,
+)
 
 STANDARDIZATION_STARS = 20_000
 """Training stars read to fit the token standardisation."""
@@ -219,14 +224,7 @@ def train_simformer(
         if state["bad_epochs"] >= training.patience:
             stopped_early = True
             break
-        if training.time_budget_minutes is not None and (
-            state["minutes"] >= training.time_budget_minutes
-        ):
-            print(f"time budget of {training.time_budget_minutes} min spent")
-            break
-        elapsed = (time.perf_counter() - started) / 60
-        if training.max_minutes is not None and elapsed > training.max_minutes:
-            print(f"stopping after {elapsed:.1f} min (max_minutes); re-run to resume")
+        if out_of_time(training, state, started):
             break
     return TrainingReport(out, state["epoch"], state["best"], stopped_early,
                           time.perf_counter() - started)  # fmt: skip

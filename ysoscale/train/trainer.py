@@ -246,17 +246,25 @@ def train(
         if state["bad_epochs"] >= training.patience:
             stopped_early = True
             break
-        if training.time_budget_minutes is not None and (
-            state["minutes"] >= training.time_budget_minutes
-        ):
-            print(f"time budget of {training.time_budget_minutes} min spent")
-            break
-        elapsed = (time.perf_counter() - started) / 60
-        if training.max_minutes is not None and elapsed > training.max_minutes:
-            print(f"stopping after {elapsed:.1f} min (max_minutes); re-run to resume")
+        if out_of_time(training, state, started):
             break
     return TrainingReport(out, state["epoch"], state["best"], stopped_early,
                           time.perf_counter() - started)  # fmt: skip
+
+
+def out_of_time(training: TrainingConfig, state: dict, started: float) -> bool:
+    """Whether the time budget (across resumes) or this call's ``max_minutes`` is spent;
+    says which on standard output. Shared by every trainer's epoch loop."""
+    if training.time_budget_minutes is not None and (
+        state["minutes"] >= training.time_budget_minutes
+    ):
+        print(f"time budget of {training.time_budget_minutes} min spent")
+        return True
+    elapsed = (time.perf_counter() - started) / 60
+    if training.max_minutes is not None and elapsed > training.max_minutes:
+        print(f"stopping after {elapsed:.1f} min (max_minutes); re-run to resume")
+        return True
+    return False
 
 
 def _card(store: str | Path, training: TrainingConfig, state: dict, loader: StoreLoader) -> dict:
