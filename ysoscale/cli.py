@@ -189,6 +189,10 @@ def _cmd_train_simformer(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.model != "npe":
+        if len(args.data) > 1:
+            raise ValueError(f"--model {args.model} trains on one --data store, got {args.data}")
+        args.data = args.data[0]
     if args.model == "svae":
         return _cmd_train_svae(args)
     if args.model == "simformer":
@@ -407,7 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="npe: set-transformer + flow (default); svae: Gaia XP scatter-VAE (--data is "
         "an ingest-xp store); simformer: flow-matching arbitrary-conditional estimator",
     )
-    tr.add_argument("--data", required=True, help="training store (ysoscale simulate)")
+    tr.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="training store(s) (ysoscale simulate); --model npe reads several as one, "
+        "e.g. a general store and a magnitude-limited one (training/bright_store.toml)",
+    )
     tr.add_argument("--out", required=True, help="model directory (resumed if it exists)")
     tr.add_argument("--config", help="TOML with [estimator] and [training] tables")
     tr.add_argument("--device", choices=["cpu", "cuda"])

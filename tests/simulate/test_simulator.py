@@ -226,3 +226,18 @@ def test_require_detection_keeps_only_catalog_stars(forward_model) -> None:
     assert len(out["theta"]) == config.n
     assert out["detected"].any(axis=1).all()
     assert np.isfinite(out["mag"]).any(axis=1).all()
+
+
+def test_brighter_than_makes_a_magnitude_limited_store(forward_model) -> None:
+    """Every kept star is brighter than the cut in its noise-free magnitude."""
+    from ysoscale.physics.passbands import BAND_IDS
+
+    config = SimulationConfig(n=200, brighter_than=14.0, require_detection=True)
+    out = simulate_chunk(config.n, chunk_rng(9, 0), config, forward_model)
+    g_true = out["mag_true"][:, BAND_IDS.index("gaia_g")]
+    assert len(g_true) == config.n and (g_true < 14.0).all()
+    ks_config = SimulationConfig(n=100, brighter_than=10.0, brighter_than_band="tmass_ks")
+    ks = simulate_chunk(ks_config.n, chunk_rng(9, 1), ks_config, forward_model)
+    assert (ks["mag_true"][:, BAND_IDS.index("tmass_ks")] < 10.0).all()
+    with pytest.raises(ValueError, match="brighter_than_band 'gaia_x'"):
+        SimulationConfig(brighter_than=14.0, brighter_than_band="gaia_x")

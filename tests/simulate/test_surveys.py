@@ -357,3 +357,27 @@ def test_custom_model_is_validated_and_pickles():
     assert pickle.loads(pickle.dumps(model)) == model
     assert isinstance(model, SurveyModel)
     assert model.band_index.tolist() == [BAND_IDS.index(b) for b in model.bands]
+
+
+def test_unsaturated_stars_keep_bands_brighter_than_saturation():
+    """``unsaturated`` lifts the bright limit for the chosen stars only (bright-star
+    catalogs on a survey's system), leaving every other star and band as before."""
+    n = 4000
+    col = BAND_IDS.index("sdss_g")
+    true_mag = _comfortable_mags(n)
+    true_mag[:, col] = _band_param("sdss_g", "bright_limit") - 2.0  # saturated in SDSS
+    l_deg, b_deg = _everywhere(n)
+    chosen = np.arange(n) % 2 == 0
+    plain = observe(true_mag, l_deg, b_deg, np.ones(n), np.random.default_rng(3))
+    lifted = observe(
+        true_mag, l_deg, b_deg, np.ones(n), np.random.default_rng(3), unsaturated=chosen
+    )
+    assert np.isnan(plain.mag[:, col]).all()
+    assert np.isfinite(lifted.mag[chosen, col]).all()
+    assert np.isnan(lifted.mag[~chosen, col]).all()
+    # the reported error is the survey's floor at these magnitudes
+    floor = _band_param("sdss_g", "error_floor")
+    np.testing.assert_allclose(lifted.mag_err[chosen, col], floor, rtol=0.05)
+    with pytest.raises(ValueError, match="unsaturated must have shape"):
+        observe(true_mag, l_deg, b_deg, np.ones(n), np.random.default_rng(3),
+                unsaturated=chosen[:10])  # fmt: skip

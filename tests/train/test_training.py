@@ -191,3 +191,67 @@ def test_error_inflation_reaches_the_batches(store) -> None:
                             error_inflation=1.0).epoch(0))  # fmt: skip
     ratio = np.nanmedian(inflated.parallax_error / plain.parallax_error)
     assert ratio > 2.0  # log-uniform factor up to 30: median ~5.5
+
+
+@pytest.fixture(scope="module")
+def second_store(tmp_path_factory, photometry_grid, isochrone_grid) -> Path:
+    path = tmp_path_factory.mktemp("train2") / "bright.zarr"
+    config = SimulationConfig(n=2000, seed=6, chunk_size=1000, require_detection=True,
+                              brighter_than=15.0)  # fmt: skip
+    simulate(config, path, workers=0, progress=False)
+    return path
+
+
+def test_store_union_reads_every_chunk_of_every_store(store, second_store) -> None:
+    from ysoscale.train.loader import StoreUnion
+
+    options = {"band_dropout": 0.0, "survey_dropout": 0.0, "redraw_noise": False}
+    first, second = _loader(store, **options), _loader(second_store, seed=1, **options)
+    union = StoreUnion([first, second])
+    assert len(union.chunks) == len(first.chunks) + len(second.chunks)
+    batches = list(union.epoch(0))
+    assert all(len(b) == 500 for b in batches[:-1])
+    stars = sum(len(b) for b in batches)
+    assert stars == sum(len(b) for b in first.epoch(0)) + sum(len(b) for b in second.epoch(0))
+    # the same epoch again is the same; the bright store's stars are all in it
+    np.testing.assert_array_equal(batches[0].theta, next(iter(union.epoch(0))).theta)
+    seen = np.concatenate([b.theta[:, 0] for b in batches])
+    bright = np.concatenate([b.theta[:, 0] for b in second.epoch(0)])
+    assert np.isin(bright, seen).all()
+    with pytest.raises(ValueError, match="different bands"):
+        StoreUnion([first, StoreLoader(second_store, TINY.params, GAIA, batch_size=500)])
+
+
+def test_saturation_release_shows_bright_magnitudes(store) -> None:
+    """Released stars report bands brighter than the surveys' saturation limits."""
+    from ysoscale.simulate.surveys import SURVEY_MODELS
+
+    ps1 = SURVEY_MODELS["ps1"]
+    columns = [TINY.bands.index(b) for b in ps1.bands if b in TINY.bands]
+    limits = np.array([ps1.bright_limit[ps1.bands.index(TINY.bands[c])] for c in columns])
+
+    def saturated(release: float) -> int:
+        loader = _loader(store, band_dropout=0.0, survey_dropout=0.0, saturation_release=release)
+        # 1 mag below the limit: young stars' variability scatters a few tenths past it
+        return sum(int((b.mag[:, columns] < limits - 1.0).sum()) for b in loader.epoch(0))
+
+    assert saturated(0.0) == 0
+    assert saturated(1.0) > 10
+    with pytest.raises(ValueError, match="saturation_release"):
+        _loader(store, saturation_release=1.5)
+
+
+def test_training_on_two_stores_records_both(store, second_store, tmp_path) -> None:
+    out = tmp_path / "model"
+    train([store, second_store], out, TINY, TrainingConfig(epochs=1, batch_size=500),
+          progress=False)  # fmt: skip
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["training_store"] == str(store)
+    assert card["additional_training_stores"][0]["path"] == str(second_store)
+    assert json.loads(card["additional_training_stores"][0]["attrs"]["config"])[
+        "brighter_than"] == 15.0  # fmt: skip
+    # resuming on another set of stores restarts the best validation loss
+    report = train(store, out, TINY, TrainingConfig(epochs=2, batch_size=500), progress=False)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert report.epochs_run == 2 and state["stores"] == [str(store)]
+    assert state["best"] == state["history"][-1]["validation_nll"]

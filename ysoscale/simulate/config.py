@@ -69,6 +69,16 @@ class SimulationConfig:
         ``n`` are kept). The stored sample is then the prior *conditioned on being in a
         catalog*, which is what an estimator for catalog stars is trained on; the
         default (False) stores the prior itself, detected or not.
+    brighter_than : float, optional
+        Keep only stars whose noise-free magnitude in ``brighter_than_band`` is brighter
+        than this (draws are repeated until ``n`` are kept): a magnitude-limited store.
+        Only ~0.2 % of prior draws have G < 13.5, so a general store teaches the network
+        little about bright stars (issue 4: the Kepler giants at Kp = 9-13). Mixed into
+        training beside a general store (``ysoscale train --data ALL BRIGHT``), it adds
+        bright stars without changing p(θ | x) for them: the cut is on a quantity the
+        photometry measures to a few mmag.
+    brighter_than_band : str
+        Band of the cut (default ``gaia_g``).
 
     Examples
     --------
@@ -84,6 +94,8 @@ class SimulationConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     young_variability_mag: float = 0.1
     require_detection: bool = False
+    brighter_than: float | None = None
+    brighter_than_band: str = "gaia_g"
 
     def __post_init__(self) -> None:
         if isinstance(self.surveys, str):
@@ -100,6 +112,13 @@ class SimulationConfig:
             raise ValueError(f"chunk_size must be positive, got {self.chunk_size}")
         if self.young_variability_mag < 0:
             raise ValueError("young_variability_mag must be >= 0")
+        from ysoscale.physics.passbands import BAND_IDS
+
+        if self.brighter_than_band not in BAND_IDS:
+            raise ValueError(
+                f"brighter_than_band {self.brighter_than_band!r} is not a band id; "
+                f"known: {', '.join(BAND_IDS)}"
+            )
 
     @property
     def n_chunks(self) -> int:

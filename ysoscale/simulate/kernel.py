@@ -18,6 +18,7 @@ from ysoscale.simulate.priors import sample_prior
 from ysoscale.simulate.surveys import SURVEYS, galactic_to_icrs, observe
 
 MAX_DRAW_ROUNDS = 50
+MAX_DRAWS_PER_ROUND = 2_000_000  # bounds memory (28 bands × float64) under a magnitude cut
 YOUNG_AGE_LOG10_YR = math.log10(50e6)
 
 
@@ -37,10 +38,13 @@ def _draw_valid_stars(
     """
     kept: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
     total, drawn = 0, 0
+    cut = config.brighter_than
+    cut_column = BAND_IDS.index(config.brighter_than_band)
+    floor = 0.05 if cut is None else 0.0005  # a magnitude cut keeps ~0.1-1 % of draws
     for _ in range(MAX_DRAW_ROUNDS):
         want = n - total
-        acceptance = max(total / drawn, 0.05) if drawn else 0.8
-        batch = int(want / acceptance * 1.05) + 64
+        acceptance = max(total / drawn, floor) if drawn else (0.8 if cut is None else floor)
+        batch = min(int(want / acceptance * 1.05) + 64, MAX_DRAWS_PER_ROUND)
         drawn += batch
         draws = sample_prior(batch, rng, config.prior)
         phot = model.physical(
@@ -67,7 +71,10 @@ def _draw_valid_stars(
             )
             secondary = np.where((single | ~companion.valid)[:, None], np.nan, companion.mag)
             mags = _combine_binary(mags, secondary)
-        good = np.flatnonzero(phot.valid & np.isfinite(mags).all(axis=1))[:want]
+        usable = phot.valid & np.isfinite(mags).all(axis=1)
+        if cut is not None:
+            usable &= mags[:, cut_column] < cut
+        good = np.flatnonzero(usable)[:want]
         derived = {
             "teff": phot.teff,
             "logg": phot.logg,
@@ -81,8 +88,10 @@ def _draw_valid_stars(
             break
     else:
         raise RuntimeError(
-            f"only {total} of {n} prior draws had valid photometry after {MAX_DRAW_ROUNDS} "
-            "rounds; the prior reaches far outside the model grids"
+            f"only {total} of {n} prior draws had valid photometry"
+            + (f" and {config.brighter_than_band} < {cut}" if cut is not None else "")
+            + f" after {MAX_DRAW_ROUNDS} rounds ({drawn:,} draws); the prior reaches far "
+            "outside the model grids or the magnitude cut keeps too few stars"
         )
     keys = kept[0][0].keys()
     merged = {k: np.concatenate([part[k] for part, _ in kept]) for k in keys}
@@ -128,7 +137,9 @@ def simulate_chunk(
     parts, total, drawn = [], 0, 0
     for _ in range(MAX_DRAW_ROUNDS):
         want = n - total
-        acceptance = max(total / drawn, 0.005) if drawn else 0.1
+        # a magnitude-limited sample is bright: nearly all of it is detected
+        first_guess = 0.1 if config.brighter_than is None else 0.9
+        acceptance = max(total / drawn, 0.005) if drawn else first_guess
         batch = int(want / acceptance * 1.1) + 256
         drawn += batch
         part = _observed_stars(batch, rng, config, model)

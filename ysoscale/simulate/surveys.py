@@ -644,6 +644,7 @@ def _observe_block(
     l_deg: np.ndarray,
     b_deg: np.ndarray,
     extra_var: np.ndarray | None,
+    unsaturated: np.ndarray | None,
     rng: np.random.Generator,
     surveys: tuple[str, ...],
     table: _BandTable,
@@ -666,7 +667,10 @@ def _observe_block(
     t *= u
     np.subtract(np.float32(1.0), u, out=u)
     det = np.less(t, u)
-    det &= np.greater_equal(m, table.bright, out=np.empty(shape, dtype=bool))
+    not_saturated = np.greater_equal(m, table.bright, out=np.empty(shape, dtype=bool))
+    if unsaturated is not None:  # stars measured by a bright-star survey on this system
+        not_saturated |= unsaturated[:, None] & np.isfinite(m)
+    det &= not_saturated
 
     ra, dec = galactic_to_icrs(l_deg, b_deg)
     hit = np.zeros((shape[0], len(surveys) + 1), dtype=bool)  # last column: no survey
@@ -695,6 +699,7 @@ def observe(
     *,
     surveys: Sequence[str] = SURVEYS,
     variability: np.ndarray | None = None,
+    unsaturated: np.ndarray | None = None,
 ) -> Observation:
     """Observe true magnitudes and parallaxes with the selected surveys.
 
@@ -728,6 +733,12 @@ def observe(
         is added in quadrature both to the noise drawn and to the reported error of every
         observed band, mimicking how variability inflates mean-magnitude uncertainties in
         multi-epoch catalogs. It changes neither detection nor the parallax.
+    unsaturated
+        Optional ``(n,)`` bool: stars for which no band saturates. Catalogs of bright stars
+        on a survey's system (the KIC's griz on SDSS, APASS, SkyMapper's shallow survey)
+        report magnitudes brighter than the survey's own saturation limit; a training set
+        that never shows such magnitudes leaves an estimator lost on them (issue 4, the
+        Kepler giants at g = 10-13). Default: every star saturates as the survey does.
 
     Returns
     -------
@@ -766,9 +777,15 @@ def observe(
             raise ValueError("variability must be non-negative and finite")
         extra_var = np.square(variability)[:, None]
 
+    if unsaturated is not None:
+        unsaturated = np.asarray(unsaturated, dtype=bool)
+        if unsaturated.shape != (n,):
+            raise ValueError(f"unsaturated must have shape ({n},), got {unsaturated.shape}")
     table = _band_table(surveys)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return _observe(true_mag, l_deg, b_deg, true_parallax_mas, extra_var, rng, surveys, table)
+        return _observe(
+            true_mag, l_deg, b_deg, true_parallax_mas, extra_var, unsaturated, rng, surveys, table
+        )
 
 
 def _observe(
@@ -777,6 +794,7 @@ def _observe(
     b_deg: np.ndarray,
     true_parallax_mas: np.ndarray,
     extra_var: np.ndarray | None,
+    unsaturated: np.ndarray | None,
     rng: np.random.Generator,
     surveys: tuple[str, ...],
     table: _BandTable,
@@ -793,6 +811,7 @@ def _observe(
             l_deg[sl],
             b_deg[sl],
             None if extra_var is None else extra_var[sl],
+            None if unsaturated is None else unsaturated[sl],
             rng,
             surveys,
             table,

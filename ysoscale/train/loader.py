@@ -15,10 +15,11 @@ training and validation never share a star.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,10 @@ class StoreLoader:
         ``max_parallax_error_factor``, with matching extra noise added. The survey models
         tie each error to the magnitude, so without this a network can ignore the error
         tokens and is lost on catalogs with other errors (TGAS parallaxes, old photometry)
+    saturation_release : share of stars observed as if no survey saturated (bright-star
+        catalogs on a survey's system, e.g. the KIC's griz or APASS on SDSS): without it
+        the network never sees an SDSS or PS1 magnitude brighter than ~13-14 mag
+        (:func:`ysoscale.simulate.surveys.observe`, ``unsaturated``)
     threads : chunks prepared concurrently (reading, re-observing, dropout release the
         GIL in numpy); the batches are the same for any number of threads
     with_truth : also return the noise-free magnitudes and parallaxes (``Batch.mag_true``,
@@ -124,6 +129,7 @@ class StoreLoader:
         error_inflation: float = 0.0,
         max_error_factor: float = 10.0,
         max_parallax_error_factor: float = 30.0,
+        saturation_release: float = 0.0,
         threads: int = 1,
         with_truth: bool = False,
     ) -> None:
@@ -139,6 +145,9 @@ class StoreLoader:
         if min(max_error_factor, max_parallax_error_factor) < 1.0:
             raise ValueError("error factors must be >= 1")
         self.error_inflation = error_inflation
+        if not 0.0 <= saturation_release <= 1.0:
+            raise ValueError(f"saturation_release must be in [0, 1], got {saturation_release}")
+        self.saturation_release = saturation_release
         self.max_error_factor, self.max_parallax_error_factor = (
             max_error_factor,
             max_parallax_error_factor,
@@ -191,6 +200,9 @@ class StoreLoader:
         if not self.redraw_noise:
             return part["mag"], part["mag_err"], part["parallax"], part["parallax_error"]
         log10_age = part["theta"][:, self.store_params.index("log10_age")]
+        unsaturated = None
+        if self.saturation_release:
+            unsaturated = rng.random(len(log10_age)) < self.saturation_release
         seen = observe(
             part["mag_true"].astype(np.float64),
             part["l"],
@@ -199,6 +211,7 @@ class StoreLoader:
             rng,
             surveys=self.config.surveys,
             variability=young_variability(log10_age, self.config, rng),
+            unsaturated=unsaturated,
         )
         return seen.mag, seen.mag_err, seen.parallax, seen.parallax_error
 
@@ -273,36 +286,91 @@ class StoreLoader:
         """Prepared chunks in this epoch's order, ``threads`` at a time."""
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch]))
         order = [int(i) for i in rng.permutation(self.chunks)]
-        if self.threads == 1:
-            for index in order:
-                yield self._prepare(epoch, index)
-            return
-        with ThreadPoolExecutor(self.threads, thread_name_prefix="loader") as pool:
-            pending: deque[Future[Batch]] = deque()
-            for index in order:
-                pending.append(pool.submit(self._prepare, epoch, index))
-                if len(pending) > self.threads:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+        return _prepared([functools.partial(self._prepare, epoch, i) for i in order], self.threads)
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Batches of one epoch (the same for the same ``seed`` and ``epoch``)."""
-        pending: list[Batch] = []
-        for part in self._chunks(epoch):
-            pending.append(part)
-            yield from self._emit(pending, final=False)
-        yield from self._emit(pending, final=True)
+        return _batches(self._chunks(epoch), self.batch_size)
 
-    def _emit(self, pending: list[Batch], *, final: bool) -> Iterator[Batch]:
-        """Cut full batches from the pending parts (and the remainder at the end)."""
-        total = sum(len(p) for p in pending)
-        while total >= self.batch_size or (final and total > 0):
+
+class StoreUnion:
+    """Several training stores read as one: every epoch visits every chunk of every store
+    in one shuffled order (e.g. a general store and a magnitude-limited one, see
+    :class:`~ysoscale.simulate.config.SimulationConfig` ``brighter_than``).
+
+    Parameters
+    ----------
+    loaders : StoreLoader
+        One per store, with the same parameters, bands and batch size. Give them different
+        seeds: chunk ``i`` of two stores with one seed would get the same noise draws.
+
+    Examples
+    --------
+    >>> union = StoreUnion([StoreLoader("all.zarr", P, B, seed=0),
+    ...                     StoreLoader("bright.zarr", P, B, seed=1)])  # doctest: +SKIP
+    >>> batch = next(iter(union.epoch(0)))  # doctest: +SKIP
+    """
+
+    def __init__(self, loaders: Sequence[StoreLoader]) -> None:
+        if not loaders:
+            raise ValueError("StoreUnion needs at least one StoreLoader")
+        first = loaders[0]
+        for other in loaders[1:]:
+            for name in ("params", "bands", "batch_size"):
+                if getattr(other, name) != getattr(first, name):
+                    raise ValueError(
+                        f"{other.path} and {first.path} are read with different {name}: "
+                        f"{getattr(other, name)} != {getattr(first, name)}"
+                    )
+        self.loaders = tuple(loaders)
+        self.params, self.bands, self.batch_size = first.params, first.bands, first.batch_size
+        self.seed, self.threads, self.store_attrs = first.seed, first.threads, first.store_attrs
+        self.chunks = [(i, c) for i, loader in enumerate(self.loaders) for c in loader.chunks]
+
+    def max_batches(self) -> int:
+        """Batches per epoch if every star of the split has a band (an upper bound)."""
+        return sum(loader.max_batches() for loader in self.loaders)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """Batches of one epoch (the same for the same seeds and ``epoch``)."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, len(self.loaders)]))
+        tasks = [
+            functools.partial(self.loaders[store]._prepare, epoch, index)
+            for store, index in (self.chunks[int(k)] for k in rng.permutation(len(self.chunks)))
+        ]
+        return _batches(_prepared(tasks, self.threads), self.batch_size)
+
+
+def _prepared(tasks: list[Callable[[], Batch]], threads: int) -> Iterator[Batch]:
+    """Results of ``tasks`` in order, ``threads`` prepared at a time."""
+    if threads == 1:
+        for task in tasks:
+            yield task()
+        return
+    with ThreadPoolExecutor(threads, thread_name_prefix="loader") as pool:
+        pending: deque[Future[Batch]] = deque()
+        for task in tasks:
+            pending.append(pool.submit(task))
+            if len(pending) > threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _batches(parts: Iterator[Batch], batch_size: int) -> Iterator[Batch]:
+    """Cut batches of ``batch_size`` from consecutive parts (the remainder at the end)."""
+    pending: list[Batch] = []
+    total = 0
+    for part in parts:
+        pending.append(part)
+        total += len(part)
+        while total >= batch_size:
             merged = _concat(pending)
-            size = min(self.batch_size, total)
-            pending[:] = [_take(merged, slice(size, None))] if total > size else []
-            total -= size
-            yield _take(merged, slice(0, size))
+            pending = [_take(merged, slice(batch_size, None))] if total > batch_size else []
+            total -= batch_size
+            yield _take(merged, slice(0, batch_size))
+    if total > 0:
+        yield _concat(pending)
 
 
 _FIELDS = ("theta", "mag", "mag_err", "parallax", "parallax_error", "mag_true", "parallax_true")

@@ -24,7 +24,7 @@ import torch
 from ysoscale.nn import EstimatorConfig, PosteriorEstimator
 from ysoscale.settings import reject_unknown_keys
 from ysoscale.train.extend import with_new_bands
-from ysoscale.train.loader import Batch, StoreLoader
+from ysoscale.train.loader import Batch, StoreLoader, StoreUnion
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class TrainingConfig:
     patience: int = 6
     band_dropout: float = 0.1
     error_inflation: float = 0.3
+    saturation_release: float = 0.2
     survey_dropout: float = 0.15
     validation_fraction: float = 0.05
     seed: int = 0
@@ -53,7 +54,10 @@ class TrainingConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
-        for name in ("band_dropout", "survey_dropout", "validation_fraction", "error_inflation"):
+        for name in (
+            "band_dropout", "survey_dropout", "validation_fraction", "error_inflation",
+            "saturation_release",
+        ):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.device not in ("cpu", "cuda"):
@@ -105,7 +109,9 @@ def _learning_rate_factor(step: int, progress: float, warmup: int) -> float:
 
 
 @torch.no_grad()
-def validation_nll(model: PosteriorEstimator, loader: StoreLoader, device: torch.device) -> float:
+def validation_nll(
+    model: PosteriorEstimator, loader: StoreLoader | StoreUnion, device: torch.device
+) -> float:
     """Mean negative log posterior density of the held-out stars."""
     model.eval()
     total, count = 0.0, 0
@@ -118,7 +124,7 @@ def validation_nll(model: PosteriorEstimator, loader: StoreLoader, device: torch
 
 
 def train(
-    store: str | Path,
+    store: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     estimator: EstimatorConfig | None = None,
     training: TrainingConfig | None = None,
@@ -128,6 +134,10 @@ def train(
     progress: bool = True,
 ) -> TrainingReport:
     """Train a :class:`PosteriorEstimator` on a simulated store; resume if interrupted.
+
+    ``store`` may be several stores (a general one and a magnitude-limited one, say):
+    their chunks are read in one shuffled order (:class:`~ysoscale.train.loader.StoreUnion`)
+    and the validation split is taken from each.
 
     Writes ``OUT/model.safetensors`` and ``OUT/model_card.json`` (the best validation
     epoch so far) and ``OUT/checkpoint/`` (the latest state, for resuming).
@@ -163,19 +173,27 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 products; the flow stays fp32
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(training.seed)
+    stores = [store] if isinstance(store, (str, Path)) else list(store)
+    if not stores:
+        raise ValueError("no training store given")
     common = {
         "params": estimator.params,
         "bands": estimator.bands,
         "batch_size": training.batch_size,
         "validation_fraction": training.validation_fraction,
-        "seed": training.seed,
         "threads": training.threads_for_loader,
     }
-    train_loader = StoreLoader(store, split="train", band_dropout=training.band_dropout,
-                               error_inflation=training.error_inflation,
-                               survey_dropout=training.survey_dropout, **common)  # fmt: skip
-    val_loader = StoreLoader(store, split="validation", band_dropout=0.0, survey_dropout=0.0,
-                             redraw_noise=False, **common)  # fmt: skip
+    train_loader = _loader([StoreLoader(path, split="train", band_dropout=training.band_dropout,
+                                        error_inflation=training.error_inflation,
+                                        saturation_release=training.saturation_release,
+                                        survey_dropout=training.survey_dropout,
+                                        seed=training.seed + 1000 * i, **common)
+                            for i, path in enumerate(stores)])  # fmt: skip
+    val_loader = _loader([StoreLoader(path, split="validation", band_dropout=0.0,
+                                      survey_dropout=0.0, redraw_noise=False,
+                                      seed=training.seed + 1000 * i, **common)
+                          for i, path in enumerate(stores)])  # fmt: skip
+    store_names = [str(path) for path in stores]
 
     model = model.to(device)
     optimizer = torch.optim.AdamW(
@@ -196,6 +214,13 @@ def train(
         )
         state = json.loads((checkpoint / "state.json").read_text())
         print(f"resuming from epoch {state['epoch']} (best validation NLL {state['best']:.4f})")
+        previous = state.get("stores", store_names[:1])  # older checkpoints: one store
+        if previous != store_names:
+            # the validation split changed with the stores: old losses are not comparable
+            print(f"training stores changed ({previous} -> {store_names}): "
+                  "the best validation NLL starts afresh")  # fmt: skip
+            state["best"], state["bad_epochs"] = math.inf, 0
+    state["stores"] = store_names
 
     started = time.perf_counter()
     stopped_early = False
@@ -267,11 +292,28 @@ def out_of_time(training: TrainingConfig, state: dict, started: float) -> bool:
     return False
 
 
-def _card(store: str | Path, training: TrainingConfig, state: dict, loader: StoreLoader) -> dict:
+def _loader(loaders: list[StoreLoader]) -> StoreLoader | StoreUnion:
+    return loaders[0] if len(loaders) == 1 else StoreUnion(loaders)
+
+
+def _card(
+    store: str | Path | Sequence[str | Path],
+    training: TrainingConfig,
+    state: dict,
+    loader: StoreLoader | StoreUnion,
+) -> dict:
     """What the model saw and how well it did (goes into model_card.json)."""
     keys = ("photometry_grid_hash", "isochrone_grid_hash", "config")
-    return {
-        "training_store": str(store),
+    loaders = loader.loaders if isinstance(loader, StoreUnion) else (loader,)
+    extra = {}
+    if len(loaders) > 1:
+        extra["additional_training_stores"] = [
+            {"path": str(more.path), "chunks": len(more.chunks),
+             "attrs": {k: more.store_attrs.get(k) for k in keys}}
+            for more in loaders[1:]
+        ]  # fmt: skip
+    return extra | {
+        "training_store": str(loaders[0].path),
         "training_store_attrs": {k: loader.store_attrs.get(k) for k in keys},
         "training_chunks": len(loader.chunks),
         "training": dataclasses.asdict(training),
