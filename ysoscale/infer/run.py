@@ -290,7 +290,7 @@ def check_schema(dtypes: dict[str, Any], params: tuple[str, ...]) -> tuple[str, 
 
 def _model_card(model_dir: str | None) -> dict[str, Any]:
     from ysoscale.nn.default import DEFAULT_MODEL_DIR
-    from ysoscale.nn.npe import CARD_FILE
+    from ysoscale.nn.model_files import CARD_FILE
 
     directory = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
     card_path = directory / CARD_FILE

@@ -7,14 +7,12 @@ posterior has support exactly on ``[lo, hi]`` with no clipping of samples.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import zuko
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.distributions import Distribution, Transform, constraints
 from torch.nn import functional as F
@@ -23,11 +21,9 @@ from zuko.transforms import ComposedTransform
 
 from ysoscale.nn.config import EstimatorConfig
 from ysoscale.nn.encoder import SetEncoder
+from ysoscale.nn.model_files import load_weights, read_card, save_model
 from ysoscale.nn.tokenizer import BandTokenizer
 from ysoscale.physics.passbands import BAND_LIST_VERSION
-
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "model_card.json"
 
 BOUND_EPS = 1e-6
 """Relative distance from a bound below which a parameter value is moved onto it + eps
@@ -267,31 +263,17 @@ class PosteriorEstimator(nn.Module):
         ...     PosteriorEstimator.load(tmp).config == config
         True
         """
-        path = Path(path_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_FILE))
-        extras = dict(card or {})
-        if "config" in extras:
-            raise ValueError("card extras may not contain 'config' (it is written from the model)")
-        content = {
+        header = {
             "config": self.config.to_dict(),
             "band_list_version": BAND_LIST_VERSION,
             "n_parameters": self.n_parameters(),
-            **extras,
         }
-        (path / CARD_FILE).write_text(json.dumps(content, indent=2, sort_keys=True))
-        return path
+        return save_model(self, path_dir, header, card)
 
     @classmethod
     def load(
         cls, path_dir: str | Path, map_location: str | torch.device = "cpu"
     ) -> PosteriorEstimator:
         """Rebuild a model from :meth:`save` output (safetensors, never pickle)."""
-        path = Path(path_dir)
-        card = json.loads((path / CARD_FILE).read_text())
-        model = cls(EstimatorConfig.from_dict(card["config"]))
-        device = torch.device(map_location)
-        state = load_file(str(path / WEIGHTS_FILE), device=str(device))
-        model.load_state_dict(state, strict=True)
-        return model.to(device)
+        model = cls(EstimatorConfig.from_dict(read_card(path_dir)["config"]))
+        return load_weights(model, path_dir, map_location)

@@ -30,7 +30,6 @@ joint sampling also returns samples of the unobserved bands (posterior predictiv
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
-from ysoscale.nn.npe import CARD_FILE, WEIGHTS_FILE, PosteriorEstimator
+from ysoscale.nn.model_files import load_weights, read_card, save_model
+from ysoscale.nn.npe import PosteriorEstimator
 from ysoscale.nn.simformer_config import (
     SIMFORMER_PARAM_BOUNDS,
     SOLVERS,
@@ -866,38 +865,23 @@ class Simformer(nn.Module):
         ...     Simformer.load(tmp).config == config
         True
         """
-        path = Path(path_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_FILE))
-        extras = dict(card or {})
-        for key in ("config", "estimator"):
-            if key in extras:
-                raise ValueError(f"card extras may not contain {key!r} (written from the model)")
-        content = {
+        header = {
             "estimator": ESTIMATOR_NAME,
             "config": self.config.to_dict(),
             "band_list_version": BAND_LIST_VERSION,
             "n_parameters": self.n_parameters(),
-            **extras,
         }
-        (path / CARD_FILE).write_text(json.dumps(content, indent=2, sort_keys=True))
-        return path
+        return save_model(self, path_dir, header, card)
 
     @classmethod
     def load(cls, path_dir: str | Path, map_location: str | torch.device = "cpu") -> Simformer:
         """Rebuild a model from :meth:`save` output (safetensors, never pickle)."""
-        path = Path(path_dir)
-        card = json.loads((path / CARD_FILE).read_text())
+        card = read_card(path_dir)
         if card.get("estimator") != ESTIMATOR_NAME:
             raise ValueError(
-                f"{path} holds a {card.get('estimator', 'npe')!r} model, not a simformer"
+                f"{path_dir} holds a {card.get('estimator', 'npe')!r} model, not a simformer"
             )
-        model = cls(SimformerConfig.from_dict(card["config"]))
-        device = torch.device(map_location)
-        state = load_file(str(path / WEIGHTS_FILE), device=str(device))
-        model.load_state_dict(state, strict=True)
-        return model.to(device)
+        return load_weights(cls(SimformerConfig.from_dict(card["config"])), path_dir, map_location)
 
 
 class SimformerPosterior(Distribution):
@@ -959,7 +943,7 @@ def load_estimator(
     ...     type(load_estimator(tmp)).__name__
     'Simformer'
     """
-    card = json.loads((Path(path_dir) / CARD_FILE).read_text())
+    card = read_card(path_dir)
     if card.get("estimator", "npe") == ESTIMATOR_NAME:
         return Simformer.load(path_dir, map_location=map_location)
     return PosteriorEstimator.load(path_dir, map_location=map_location)

@@ -25,7 +25,6 @@ per-coefficient statistics it keeps as buffers.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -33,12 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-WEIGHTS_FILE = "model.safetensors"
-CARD_FILE = "model_card.json"
+from ysoscale.nn.model_files import load_weights, read_card, save_model
+
 MODEL_KIND = "svae"
 
 
@@ -298,17 +296,8 @@ class ScatterVAE(nn.Module):
         >>> again.config == model.config
         True
         """
-        path = Path(path_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / WEIGHTS_FILE))
-        extras = dict(card or {})
-        for key in ("config", "kind"):
-            if key in extras:
-                raise ValueError(f"card extras may not contain {key!r} (written from the model)")
-        content = {"kind": MODEL_KIND, "config": self.config.to_dict(), **extras}
-        (path / CARD_FILE).write_text(json.dumps(content, indent=2, sort_keys=True))
-        return path
+        header = {"kind": MODEL_KIND, "config": self.config.to_dict()}
+        return save_model(self, path_dir, header, card)
 
     @classmethod
     def load(cls, path_dir: str | Path, map_location: str | torch.device = "cpu") -> ScatterVAE:
@@ -319,28 +308,10 @@ class ScatterVAE(nn.Module):
         ValueError
             If the directory holds another kind of model.
         """
-        path = Path(path_dir)
-        card = read_card(path)
+        card = read_card(path_dir)
         if card.get("kind") != MODEL_KIND:
-            raise ValueError(f"{path} holds a {card.get('kind', 'npe')!r} model, not an sVAE")
-        model = cls(SVAEConfig.from_dict(card["config"]))
-        state = load_file(str(path / WEIGHTS_FILE), device=str(torch.device(map_location)))
-        model.load_state_dict(state, strict=True)
-        return model.to(map_location)
-
-
-def read_card(path_dir: str | Path) -> dict[str, Any]:
-    """The model card of a saved model.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``path_dir`` has no model card.
-    """
-    card_path = Path(path_dir) / CARD_FILE
-    if not card_path.exists():
-        raise FileNotFoundError(f"no model card {card_path}: is {path_dir} a model directory?")
-    return json.loads(card_path.read_text())
+            raise ValueError(f"{path_dir} holds a {card.get('kind', 'npe')!r} model, not an sVAE")
+        return load_weights(cls(SVAEConfig.from_dict(card["config"])), path_dir, map_location)
 
 
 def kl_divergence(mean: Tensor, log_var: Tensor) -> Tensor:
@@ -486,9 +457,7 @@ def chi2_dof(
 
 
 __all__ = [
-    "CARD_FILE",
     "MODEL_KIND",
-    "WEIGHTS_FILE",
     "SVAEConfig",
     "SVAEOutput",
     "ScatterVAE",
@@ -496,6 +465,5 @@ __all__ = [
     "correlation_matrices",
     "gaussian_terms",
     "kl_divergence",
-    "read_card",
     "scatter_nll",
 ]

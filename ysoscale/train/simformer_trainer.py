@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,12 @@ from ysoscale.train.trainer import (
     TrainingReport,
     _learning_rate_factor,
     out_of_time,
+    save_checkpoint,
+    training_card,
 )
 
+LOSS_KEY = "best_validation_loss"
+"""Model-card key of the best validation loss (flow matching has no NLL)."""
 STANDARDIZATION_STARS = 20_000
 """Training stars read to fit the token standardisation."""
 
@@ -216,10 +219,11 @@ def train_simformer(
         state["epoch"] = epoch + 1
         if val < state["best"]:
             state["best"], state["bad_epochs"] = val, 0
-            model.save(out, card=_card(store, training, state, train_loader))
+            model.save(out, card=training_card(training, state, train_loader, LOSS_KEY))
         else:
             state["bad_epochs"] += 1
-        _save_checkpoint(checkpoint, model, optimizer, state, store, training, train_loader)
+        card = training_card(training, state, train_loader, LOSS_KEY)
+        save_checkpoint(checkpoint, model, optimizer, state, card)
         print(f"epoch {epoch + 1}: train FM {record['train_fm']:.4f}, validation loss {val:.4f}")
         if state["bad_epochs"] >= training.patience:
             stopped_early = True
@@ -228,39 +232,6 @@ def train_simformer(
             break
     return TrainingReport(out, state["epoch"], state["best"], stopped_early,
                           time.perf_counter() - started)  # fmt: skip
-
-
-def _card(store: str | Path, training: TrainingConfig, state: dict, loader: StoreLoader) -> dict:
-    keys = ("photometry_grid_hash", "isochrone_grid_hash", "config")
-    return {
-        "training_store": str(store),
-        "training_store_attrs": {k: loader.store_attrs.get(k) for k in keys},
-        "training_chunks": len(loader.chunks),
-        "training": dataclasses.asdict(training),
-        "epochs": state["epoch"],
-        "best_validation_loss": state["best"],
-        "history": state["history"],
-        "trained_at_unix": time.time(),
-    }
-
-
-def _save_checkpoint(
-    directory: Path,
-    model: Simformer,
-    optimizer: torch.optim.Optimizer,
-    state: dict,
-    store: str | Path,
-    training: TrainingConfig,
-    loader: StoreLoader,
-) -> None:
-    """Write the latest state beside the old one, then swap (never half-written)."""
-    tmp = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, card=_card(store, training, state, loader))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(state, default=float))
-    shutil.rmtree(directory, ignore_errors=True)
-    tmp.rename(directory)
 
 
 __all__ = ["fit_standardization", "guidance_forward_model", "train_simformer", "validation_loss"]

@@ -55,7 +55,10 @@ class TrainingConfig:
         if not 0 < self.learning_rate < 1:
             raise ValueError(f"learning_rate must be in (0, 1), got {self.learning_rate}")
         for name in (
-            "band_dropout", "survey_dropout", "validation_fraction", "error_inflation",
+            "band_dropout",
+            "survey_dropout",
+            "validation_fraction",
+            "error_inflation",
             "saturation_release",
         ):
             if not 0 <= getattr(self, name) < 1:
@@ -261,10 +264,11 @@ def train(
         state["epoch"] = epoch + 1
         if val < state["best"]:
             state["best"], state["bad_epochs"] = val, 0
-            model.save(out, card=_card(store, training, state, train_loader) | extension)
+            model.save(out, card=training_card(training, state, train_loader) | extension)
         else:
             state["bad_epochs"] += 1
-        _save_checkpoint(checkpoint, model, optimizer, state, store, training, train_loader)
+        card = training_card(training, state, train_loader) | extension
+        save_checkpoint(checkpoint, model, optimizer, state, card)
         print(
             f"epoch {epoch + 1}: train NLL {running / max(seen, 1):.4f}, validation NLL {val:.4f}"
         )
@@ -296,13 +300,14 @@ def _loader(loaders: list[StoreLoader]) -> StoreLoader | StoreUnion:
     return loaders[0] if len(loaders) == 1 else StoreUnion(loaders)
 
 
-def _card(
-    store: str | Path | Sequence[str | Path],
+def training_card(
     training: TrainingConfig,
     state: dict,
     loader: StoreLoader | StoreUnion,
+    loss_key: str = "best_validation_nll",
 ) -> dict:
-    """What the model saw and how well it did (goes into model_card.json)."""
+    """What the model saw and how well it did (goes into model_card.json); shared by the
+    NPE and Simformer trainers, which differ only in the name of their validation loss."""
     keys = ("photometry_grid_hash", "isochrone_grid_hash", "config")
     loaders = loader.loaders if isinstance(loader, StoreUnion) else (loader,)
     extra = {}
@@ -318,26 +323,24 @@ def _card(
         "training_chunks": len(loader.chunks),
         "training": dataclasses.asdict(training),
         "epochs": state["epoch"],
-        "best_validation_nll": state["best"],
+        loss_key: state["best"],
         "history": state["history"],
         "trained_at_unix": time.time(),
     }
 
 
-def _save_checkpoint(
+def save_checkpoint(
     directory: Path,
-    model: PosteriorEstimator,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     state: dict,
-    store: str | Path,
-    training: TrainingConfig,
-    loader: StoreLoader,
+    card: dict,
 ) -> None:
-    """Write the latest state next to the old one, then swap (an interrupt never leaves a
-    half-written checkpoint)."""
+    """Write the latest state (weights + ``card``, optimizer, ``state.json``) next to the
+    old one, then swap: an interrupt never leaves a half-written checkpoint."""
     tmp = directory.with_name(directory.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, card=_card(store, training, state, loader))
+    model.save(tmp, card=card)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps(state, default=float))
     shutil.rmtree(directory, ignore_errors=True)

@@ -154,7 +154,7 @@ def run_chunk(spec: ChunkSpec, index: int) -> dict[str, Any]:
 
 
 def _identity(model_dir: Path, xp_store: Path) -> dict[str, str]:
-    from ysoscale.nn.svae import read_card
+    from ysoscale.nn.model_files import read_card
 
     card = read_card(model_dir)
     return {
@@ -178,7 +178,7 @@ def prepare(cube: Path, model_dir: Path, xp_store: Path) -> tuple[int, int, int]
     import xarray as xr
     import zarr
 
-    from ysoscale.nn.svae import read_card
+    from ysoscale.nn.model_files import read_card
     from ysoscale.xp.populations import NO_XP
 
     group = zarr.open_group(str(cube), mode="r+")
@@ -310,7 +310,7 @@ def xp_infer(
     """
     import zarr
 
-    from ysoscale.nn.svae import read_card
+    from ysoscale.nn.model_files import read_card
 
     started = time.perf_counter()
     cube_path = _cube_path(cube)

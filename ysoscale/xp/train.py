@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from ysoscale import __version__
-from ysoscale.nn.svae import CARD_FILE, ScatterVAE, SVAEConfig
+from ysoscale.nn.model_files import CARD_FILE
+from ysoscale.nn.svae import ScatterVAE, SVAEConfig
 from ysoscale.xp.data import read_store
 from ysoscale.xp.kernel import encode_arrays
 from ysoscale.xp.normalise import NORMALISATION, XPArrays, robust_standardisation
