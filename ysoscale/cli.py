@@ -310,6 +310,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         gpu=args.gpu,
+        **({} if args.young_age_myr is None else {"young_age_myr": args.young_age_myr}),
     )
     print(report.summary())
     if args.xp:
@@ -503,6 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--workers", type=int, help="LocalCluster workers (0: no Dask)")
     where.add_argument("--scheduler", help="address of a running Dask scheduler")
     inf.add_argument("--gpu", action="store_true", help="models on CUDA (LocalCUDACluster)")
+    inf.add_argument(
+        "--young-age-myr",
+        dest="young_age_myr",
+        type=float,
+        metavar="MYR",
+        help="age threshold of p_young = P(age < threshold | data) in the cube and summary "
+        "(default: ysoscale.nn.predictive.DEFAULT_AGE_THRESHOLD_MYR, 10 Myr)",
+    )
     inf.add_argument(
         "--xp",
         metavar="XP_STORE",

@@ -61,6 +61,7 @@ def cube_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every star variable of a cube (padding included), for exact comparisons."""
     import xarray as xr
 
+    from ysoscale.infer.cube import STAR_VARIABLES
+
     with xr.open_zarr(path) as cube:
-        names = ("samples", "summary", "flags", "n_bands", "source_id", "healpix29")
-        return {name: cube[name].values for name in names}
+        return {name: cube[name].values for name in STAR_VARIABLES}

@@ -6,6 +6,14 @@ Layout (zarr, opened with ``xarray.open_zarr`` or :func:`open_cube`)::
     summary    (star, stat, param)    float32  median, p16, p84, mean, std of the samples
     flags      (star)                 uint32   bit mask of reasons (attrs), 0 = clean
     n_bands    (star)                 int16    bands the star was inferred from
+    p_young    (star)                 float32  P(age < young_age_myr); NaN if not inferred or
+                                               the model has no log10_age
+    p_disk     (star)                 float32  P(disk) from the has_disk samples; NaN if not
+                                               inferred or the model has no has_disk
+    condition_pattern (star)          uint16   inputs the estimator was conditioned on: bit i
+                                               = CONDITION_PATTERN_BITS[i] (gaia 1, tmass 2,
+                                               wise 4, ps1 8, sdss 16, galex 32, skymapper 64,
+                                               parallax 128); 0 if not inferred
     source_id  (star)  coordinate     int64    the input's source_id; -1 on padding rows
     healpix29  (star)  coordinate     int64    HEALPix order-29 nested index; -1 if unknown
     param, stat        coordinates             names; units/descriptions in their attrs
@@ -18,6 +26,12 @@ completed by *padding rows* (``flags`` has :data:`PADDING`, ``source_id`` -1), s
 chunk is ever written by two partitions, and ``partition_done`` has one chunk per
 partition. Rows of a partition not yet written read as ``flags`` :data:`NOT_WRITTEN`.
 :func:`open_cube` drops the padding rows; the store itself keeps them.
+
+Root attributes: ``model_card`` and ``run_config`` (JSON), ``estimator`` (``"npe"`` or
+``"simformer"``, the kind of model that served every star), ``model`` (its directory, or
+``"default"``), ``young_age_myr`` (the threshold of ``p_young``), ``star_chunk``, versions.
+The bit layout of ``condition_pattern`` is in its attributes ``condition_pattern_bits``
+(JSON list of names, bit ``i`` = ``1 << i``) and ``flag_masks``/``flag_meanings``.
 """
 
 from __future__ import annotations
@@ -37,7 +51,8 @@ from zarr.codecs import BloscCodec
 
 from ysoscale import __version__
 from ysoscale.catalog.quality import FLAG_DESCRIPTIONS, RowFlag
-from ysoscale.infer.kernel import P16, P84, STATS
+from ysoscale.infer.kernel import CONDITION_PATTERN_BITS, P16, P84, STATS
+from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR
 from ysoscale.physics.passbands import BAND_LIST_VERSION
 
 PADDING = 1 << 31
@@ -96,7 +111,18 @@ STAT_DESCRIPTIONS: dict[str, str] = {
     "mean": "mean of the samples",
     "std": "standard deviation of the samples (ddof=0)",
 }
-STAR_VARIABLES = ("samples", "summary", "flags", "n_bands", "source_id", "healpix29")
+STAR_VARIABLES = (
+    "samples",
+    "summary",
+    "flags",
+    "n_bands",
+    "p_young",
+    "p_disk",
+    "condition_pattern",
+    "source_id",
+    "healpix29",
+)
+"""Variables (and coordinates) along ``star`` that every partition writes."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +199,7 @@ def template(
 ) -> xr.Dataset:
     """The lazily-allocated cube (nothing computed), with every attribute of the schema."""
     n, chunk, n_param = layout.n_star, layout.star_chunk, len(params)
+    young_age_myr = float(attrs.get("young_age_myr", DEFAULT_AGE_THRESHOLD_MYR))
 
     def lazy(shape: tuple[int, ...], fill: float, dtype: str) -> da.Array:
         chunks = (chunk, *shape[1:])
@@ -205,6 +232,40 @@ def template(
             ("star",),
             lazy((n,), 0, "int16"),
             {"description": "number of usable bands the star was inferred from"},
+        ),
+        "p_young": (
+            ("star",),
+            lazy((n,), np.nan, "float32"),
+            {
+                "description": f"posterior probability that the star is younger than "
+                f"{young_age_myr:g} Myr (root attribute young_age_myr): the share of its "
+                "log10_age samples below log10(young_age_myr * 1e6); NaN if not inferred or "
+                "the model has no log10_age parameter",
+                "units": "",
+            },
+        ),
+        "p_disk": (
+            ("star",),
+            lazy((n,), np.nan, "float32"),
+            {
+                "description": "posterior probability that the star has a disk: the share of "
+                "its has_disk samples above 1/2; NaN if not inferred or the model has no "
+                "has_disk parameter",
+                "units": "",
+            },
+        ),
+        "condition_pattern": (
+            ("star",),
+            lazy((n,), 0, "uint16"),
+            {
+                "description": "bit mask of the inputs the estimator was conditioned on: bit i "
+                "(value 1 << i) is condition_pattern_bits[i], a survey with at least one "
+                "observed band (finite magnitude, positive error) or the parallax (finite, "
+                "positive error); 0 if not inferred",
+                "condition_pattern_bits": _json(list(CONDITION_PATTERN_BITS)),
+                "flag_masks": [1 << i for i in range(len(CONDITION_PATTERN_BITS))],
+                "flag_meanings": " ".join(CONDITION_PATTERN_BITS),
+            },
         ),
     }
     partition = {
@@ -248,6 +309,7 @@ def template(
         "band_list_version": BAND_LIST_VERSION,
         "star_chunk": layout.star_chunk,
         "padding": "rows with flags & PADDING hold no star; ysoscale.infer.open_cube drops them",
+        "young_age_myr": young_age_myr,
         **attrs,
     }
     return xr.Dataset(data_vars, coords=coords, attrs=root)
@@ -262,21 +324,31 @@ def create_or_check(
     layout: Layout,
     params: Sequence[str],
     n_samples: int,
-    attrs: Mapping[str, str],
+    attrs: Mapping[str, Any],
 ) -> None:
     """Create the empty cube, or check that an existing one belongs to this run.
 
-    ``attrs`` (model card and run configuration, as JSON strings) must equal those of an
-    existing cube, and so must its partition layout.
+    ``attrs`` (model card and run configuration as JSON strings, ``estimator``, ``model``,
+    ``young_age_myr``) must equal those of an existing cube, and so must its partition
+    layout and its variables (a cube written before a variable of :data:`STAR_VARIABLES`
+    existed cannot be resumed: its finished partitions lack it).
 
     Raises
     ------
     ValueError
-        If the cube at ``path`` holds another run (resuming would mix two runs).
+        If the cube at ``path`` holds another run (resuming would mix two runs), or was
+        written by an older ysoscale without some of today's variables.
     """
     path = Path(path)
     if _exists(path):
         with xr.open_zarr(path) as existing:
+            missing = [v for v in STAR_VARIABLES if v not in existing.variables]
+            if missing:
+                raise ValueError(
+                    f"{path} was written by an older ysoscale without the variable(s) "
+                    f"{', '.join(missing)}, so it cannot be resumed; use a new --out or delete "
+                    "it to start over"
+                )
             for key, value in attrs.items():
                 if existing.attrs.get(key) != value:
                     raise ValueError(
@@ -310,7 +382,13 @@ def create_or_check(
         name: {"compressors": (fast,)} for name in (*dataset.data_vars, "source_id", "healpix29")
     }
     encoding["partition_done"]["chunks"] = (1,)  # one writer per chunk
-    fills = {"flags": NOT_WRITTEN, "n_bands": 0, "source_id": -1, "healpix29": -1}
+    fills = {
+        "flags": NOT_WRITTEN,
+        "n_bands": 0,
+        "condition_pattern": 0,
+        "source_id": -1,
+        "healpix29": -1,
+    }
     for name, fill in fills.items():
         encoding[name]["fill_value"] = fill
     dataset.to_zarr(path, mode="w", compute=False, consolidated=True, encoding=encoding)
@@ -362,6 +440,9 @@ def padded_block(
 ) -> dict[str, np.ndarray]:
     """Arrays of ``n_rows`` stars extended to a whole number of chunks by padding rows.
 
+    Every variable of :data:`STAR_VARIABLES` must be given except ``p_young``, ``p_disk``
+    and ``condition_pattern``, which default to their not-inferred values (NaN, NaN, 0).
+
     Examples
     --------
     >>> block = padded_block(3, 4, 2, 1, samples=np.zeros((3, 2, 1)), summary=np.zeros((3, 5, 1)),
@@ -376,13 +457,20 @@ def padded_block(
         "summary": ((size, len(STATS), n_param), np.nan, np.float32),
         "flags": ((size,), PADDING, np.uint32),
         "n_bands": ((size,), 0, np.int16),
+        "p_young": ((size,), np.nan, np.float32),
+        "p_disk": ((size,), np.nan, np.float32),
+        "condition_pattern": ((size,), 0, np.uint16),
         "source_id": ((size,), -1, np.int64),
         "healpix29": ((size,), -1, np.int64),
     }
+    optional = ("p_young", "p_disk", "condition_pattern")
+    unknown = set(arrays) - set(fills)
+    assert not unknown, f"padded_block: unknown variable(s) {sorted(unknown)}"
     block = {}
     for name, (shape, fill, dtype) in fills.items():
         out = np.full(shape, fill, dtype=dtype)
-        out[:n_rows] = arrays[name]
+        if name in arrays or name not in optional:
+            out[:n_rows] = arrays[name]
         block[name] = out
     return block
 

@@ -5,6 +5,12 @@ task and on a GPU worker. The standard-normal draws that the flow maps onto each
 posterior come from a counter-based generator keyed by ``(seed, source_id, sample,
 param)``: a star's samples depend on its own key and photometry only, never on which
 other stars share its partition or batch, nor on how partitions are scheduled.
+
+Besides the samples, each star gets ``p_young`` (P(age < threshold), from the samples of
+``log10_age``), ``p_disk`` (P(disk), from the samples of ``has_disk``) and its
+``condition_pattern``: a bit mask of the inputs the estimator was conditioned on, one bit
+per survey of :data:`~ysoscale.simulate.surveys.SURVEYS` then one for the parallax
+(:data:`CONDITION_PATTERN_BITS`, :func:`condition_pattern`).
 """
 
 from __future__ import annotations
@@ -17,14 +23,27 @@ import torch
 from scipy.special import ndtri
 
 from ysoscale.nn.npe import PosteriorEstimator
+from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR, p_disk, p_young
 from ysoscale.nn.simformer import Simformer
 from ysoscale.physics.forward import ForwardModel
+from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS
 
 STATS: tuple[str, ...] = ("median", "p16", "p84", "mean", "std")
 """Per-parameter summary statistics of the samples, in this order."""
 
 P16, P84 = 0.5 * math.erfc(1 / math.sqrt(2)), 1 - 0.5 * math.erfc(1 / math.sqrt(2))
 """Quantiles of ``p16`` / ``p84``: the 1-sigma bounds of a normal (15.87 %, 84.13 %)."""
+
+CONDITION_PATTERN_BITS: tuple[str, ...] = (*SURVEYS, "parallax")
+"""Meaning of the bits of ``condition_pattern``: bit ``i`` (value ``1 << i``) is set when the
+estimator was conditioned on input ``CONDITION_PATTERN_BITS[i]``: a survey (at least one of
+its bands observed) or the parallax. With the shipped surveys: gaia 1, tmass 2, wise 4,
+ps1 8, sdss 16, galex 32, skymapper 64, parallax 128."""
+assert len(CONDITION_PATTERN_BITS) <= 16, "condition_pattern is a uint16"
+
+_BAND_SURVEY: dict[str, int] = {
+    band: index for index, name in enumerate(SURVEYS) for band in SURVEY_MODELS[name].bands
+}
 
 ISOCHRONE_INPUTS: tuple[str, ...] = ("log10_mass", "log10_age", "mh")
 ISOCHRONE_OUTPUTS: tuple[str, ...] = ("teff", "logg", "log10_lum", "radius")
@@ -90,6 +109,64 @@ def standard_normal(keys: np.ndarray, seed: int, n_samples: int, n_param: int) -
     return ndtri(uniform).astype(np.float32).reshape(len(keys), n_samples, n_param)
 
 
+def condition_pattern(
+    mag: np.ndarray,
+    mag_err: np.ndarray,
+    parallax: np.ndarray,
+    parallax_error: np.ndarray,
+    bands: Sequence[str],
+    *,
+    use_parallax: bool = True,
+) -> np.ndarray:
+    """Bit mask ``(n,)`` uint16 of the inputs each star's estimate is conditioned on.
+
+    Bit ``i`` stands for :data:`CONDITION_PATTERN_BITS` ``[i]``: a survey's bit is set when at
+    least one of its bands in ``bands`` has a finite magnitude and a finite, positive error
+    (what the tokenizer counts as observed); the parallax bit when the parallax is finite
+    and its error finite and positive (and the model reads parallaxes, ``use_parallax``).
+
+    Parameters
+    ----------
+    mag, mag_err : ndarray, shape (n, n_band)
+        Columns in the order of ``bands``; NaN marks a missing band.
+    parallax, parallax_error : ndarray, shape (n,)
+        mas; NaN marks a missing parallax.
+    bands : sequence of str
+        Band ids of the columns; a band of no survey of :data:`SURVEYS` sets no bit.
+    use_parallax : bool
+        Whether the estimator reads the parallax at all.
+
+    Examples
+    --------
+    >>> nan = np.nan
+    >>> mag = np.array([[12.0, nan, nan], [12.0, 11.0, nan], [nan, nan, nan]])
+    >>> pattern = condition_pattern(mag, np.full_like(mag, 0.02), np.array([nan, 1.5, 2.0]),
+    ...                             np.full(3, 0.1), ("gaia_g", "tmass_j", "wise_w1"))
+    >>> pattern.tolist()  # gaia; gaia + tmass + parallax; parallax only
+    [1, 131, 128]
+    >>> [CONDITION_PATTERN_BITS[i] for i in range(8) if int(pattern[1]) >> i & 1]
+    ['gaia', 'tmass', 'parallax']
+    """
+    mag = np.asarray(mag, dtype=np.float32)
+    mag_err = np.asarray(mag_err, dtype=np.float32)
+    assert mag.ndim == 2 and mag.shape == mag_err.shape and mag.shape[1] == len(bands), (
+        f"mag {mag.shape} and mag_err {mag_err.shape} must be (n, {len(bands)})"
+    )
+    pattern = np.zeros(len(mag), dtype=np.uint16)
+    with np.errstate(invalid="ignore"):
+        observed = np.isfinite(mag) & np.isfinite(mag_err) & (mag_err > 0)
+        for column, band in enumerate(bands):
+            if band in _BAND_SURVEY:
+                pattern[observed[:, column]] |= np.uint16(1 << _BAND_SURVEY[band])
+        if use_parallax:
+            plx = np.asarray(parallax, dtype=np.float32)
+            plx_err = np.asarray(parallax_error, dtype=np.float32)
+            has_plx = np.isfinite(plx) & np.isfinite(plx_err) & (plx_err > 0)
+            bit = np.uint16(1 << CONDITION_PATTERN_BITS.index("parallax"))
+            pattern[has_plx] |= bit
+    return pattern
+
+
 def _summarise(samples: torch.Tensor) -> torch.Tensor:
     """``(batch, stat, param)`` of ``samples`` ``(batch, sample, param)``, NaN-aware."""
     q = torch.tensor([0.5, P16, P84], dtype=samples.dtype, device=samples.device)
@@ -144,8 +221,9 @@ def infer_arrays(
     *,
     source_id: np.ndarray | None = None,
     batch_size: int = 4096,
+    young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR,
 ) -> dict[str, np.ndarray]:
-    """Posterior samples and summaries of a block of stars.
+    """Posterior samples and summaries, and young-star products, of a block of stars.
 
     Parameters
     ----------
@@ -168,6 +246,8 @@ def infer_arrays(
         source_id so that a star's result does not depend on its position.
     batch_size : int
         Stars sent through the model at once.
+    young_age_myr : float
+        Age threshold of ``p_young`` in Myr.
 
     Returns
     -------
@@ -175,7 +255,13 @@ def infer_arrays(
         ``samples`` (n, n_samples, n_out) float32, ``summary`` (n, len(STATS), n_out)
         float32, ``log_prob`` (n, n_samples) float32 (the estimator's log-density of each
         sample of the model's parameters), ``sampled`` (n,) bool; parameter order
-        :func:`output_params`.
+        :func:`output_params`. ``p_young`` (n,) float32: the share of the ``log10_age``
+        samples below ``log10(young_age_myr * 1e6)`` (:func:`ysoscale.nn.predictive.p_young`);
+        ``p_disk`` (n,) float32: the share of the ``has_disk`` samples above 1/2
+        (:func:`ysoscale.nn.predictive.p_disk`); both NaN for rows not sampled and for every
+        row when the model lacks that parameter. ``condition_pattern`` (n,) uint16: the
+        inputs each sampled row was conditioned on (:func:`condition_pattern`), 0 for rows
+        not sampled.
 
     Examples
     --------
@@ -191,6 +277,8 @@ def infer_arrays(
     ((3, 16, 7), (3, 5, 7), [True, False, True])
     >>> bool(np.isnan(out["samples"][1]).all())
     True
+    >>> out["condition_pattern"].tolist(), bool(np.isnan(out["p_young"][1]))
+    ([129, 0, 129], True)
     """
     mag = np.asarray(mag, dtype=np.float32)
     mag_err = np.asarray(mag_err, dtype=np.float32)
@@ -201,6 +289,8 @@ def infer_arrays(
     use_isochrones = forward is not None and forward.isochrones is not None
     out_params = output_params(params, use_isochrones)
     n_param, n_out = len(params), len(out_params)
+    if not young_age_myr > 0:
+        raise ValueError(f"young_age_myr must be positive, got {young_age_myr}")
     with np.errstate(invalid="ignore"):
         observed = np.isfinite(mag) & np.isfinite(mag_err) & (mag_err > 0)
     sampled = np.asarray(usable, dtype=bool) & observed.any(axis=1)
@@ -236,4 +326,23 @@ def infer_arrays(
             theta = _derived(theta, params, out_params, forward)
             samples[rows] = theta.cpu().numpy()
             summary[rows] = _summarise(theta).cpu().numpy()
-    return {"samples": samples, "summary": summary, "log_prob": log_prob, "sampled": sampled}
+    # rows not sampled have only NaN samples, hence NaN shares
+    young, disk = np.full(n, np.nan, dtype=np.float32), np.full(n, np.nan, dtype=np.float32)
+    if "log10_age" in params:
+        young = p_young(samples[..., params.index("log10_age")], young_age_myr)
+    if "has_disk" in params:
+        disk = p_disk(samples[..., params.index("has_disk")])
+    pattern = condition_pattern(
+        mag, mag_err, parallax, parallax_error, model.config.bands,
+        use_parallax=getattr(model.config, "use_parallax", True),
+    )  # fmt: skip
+    pattern[~sampled] = 0
+    return {
+        "samples": samples,
+        "summary": summary,
+        "log_prob": log_prob,
+        "sampled": sampled,
+        "p_young": np.asarray(young, dtype=np.float32),
+        "p_disk": np.asarray(disk, dtype=np.float32),
+        "condition_pattern": pattern,
+    }

@@ -42,6 +42,7 @@ from ysoscale.infer.summary import (
     write_hats_summary,
 )
 from ysoscale.nn.config import EstimatorConfig
+from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR
 from ysoscale.physics.grids import ensure_default_grids
 
 CUBE_NAME = "posteriors.zarr"
@@ -61,6 +62,7 @@ class RunSpec:
     seed: int
     star_chunk: int
     batch_size: int = 4096  # stars per model call, and per block written (whole chunks)
+    young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR  # threshold of p_young
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ def run_partition(frame: pd.DataFrame, spec: RunSpec, part: Partition) -> dict[s
                 loaded.forward,
                 source_id=source_id[rows],
                 batch_size=spec.batch_size,
+                young_age_myr=spec.young_age_myr,
             )
             n_inferred += int(out["sampled"].sum())
             n = rows.stop - rows.start
@@ -174,6 +177,9 @@ def run_partition(frame: pd.DataFrame, spec: RunSpec, part: Partition) -> dict[s
                 summary=out["summary"],
                 flags=flags[rows],
                 n_bands=check.n_bands[rows],
+                p_young=out["p_young"],
+                p_disk=out["p_disk"],
+                condition_pattern=out["condition_pattern"],
                 source_id=source_id[rows],
                 healpix29=healpix29[rows],
             )
@@ -353,6 +359,7 @@ def infer(
     progress: bool = True,
     star_chunk: int = 1024,
     partition_rows: int = 50_000,
+    young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR,
 ) -> InferReport:
     """Posterior samples of every star of ``input`` into ``out_dir``, resuming a partial run.
 
@@ -380,6 +387,12 @@ def infer(
         Chunk length of the cube along ``star``; each partition owns whole chunks.
     partition_rows : int
         Rows per partition of a file input (HATS inputs keep their partitions).
+    young_age_myr : float
+        Age threshold (Myr) of each star's ``p_young`` = P(age < threshold | data), from its
+        ``log10_age`` samples (NaN with a model without ``log10_age``). Besides the samples
+        the cube gets ``p_young``, ``p_disk`` and ``condition_pattern`` per star and the
+        root attributes ``estimator``, ``model`` and ``young_age_myr``
+        (:mod:`ysoscale.infer.cube`); the summary catalog gets the same three columns.
 
     Returns
     -------
@@ -400,6 +413,9 @@ def infer(
     started = time.perf_counter()
     if n_samples < 1 or star_chunk < 1 or partition_rows < 1:
         raise ValueError("n_samples, star_chunk and partition_rows must be positive")
+    young_age_myr = float(young_age_myr)
+    if not (young_age_myr > 0 and np.isfinite(young_age_myr)):
+        raise ValueError(f"young_age_myr must be a positive number of Myr, got {young_age_myr}")
     out_dir = Path(out_dir)
     if model is not None:
         from ysoscale.nn.default import resolve_model
@@ -440,12 +456,16 @@ def infer(
         "seed": seed,
         "star_chunk": star_chunk,
         "bands_used": used,
+        "young_age_myr": young_age_myr,
         **({"partition_rows": partition_rows} if source.kind == "file" else {}),
         **provenance,
     }
     attrs = {
         "model_card": json.dumps(card, sort_keys=True),
         "run_config": json.dumps(run_config, sort_keys=True),
+        "estimator": str(card.get("estimator", "npe")),
+        "model": model_dir or "default",
+        "young_age_myr": young_age_myr,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     cube_path = out_dir / CUBE_NAME
@@ -460,6 +480,7 @@ def infer(
         seed=seed,
         star_chunk=star_chunk,
         batch_size=32_768 if gpu else 4096,
+        young_age_myr=young_age_myr,
     )
     done = set(cube.done_partitions(cube_path).tolist())
     starts = layout.start

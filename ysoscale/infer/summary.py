@@ -1,4 +1,6 @@
-"""The summary catalog: the input columns plus ``{param}_median/_p16/_p84``, flags, n_bands.
+"""The summary catalog: the input columns plus ``{param}_median/_p16/_p84``, ``flags``,
+``n_bands``, ``p_young``, ``p_disk`` and ``condition_pattern`` (as in the cube; see
+:mod:`ysoscale.infer.cube` for their meaning and the bit layout of ``condition_pattern``).
 
 Written as a HATS catalog (``lsdb.open_catalog(OUT/summary)``) after every partition of
 the cube is done, from the cube's ``summary`` region of each partition and the input rows:
@@ -20,6 +22,14 @@ from ysoscale.catalog.quality import RowFlag
 from ysoscale.infer.kernel import STATS
 
 SUMMARY_STATS: tuple[str, ...] = ("median", "p16", "p84")
+STAR_COLUMNS: dict[str, type] = {
+    "flags": np.uint32,
+    "n_bands": np.int16,
+    "p_young": np.float32,
+    "p_disk": np.float32,
+    "condition_pattern": np.uint16,
+}
+"""Per-star cube variables copied into the summary, with their dtypes, in column order."""
 UNPLACED_FILE = "summary_unplaced.parquet"
 
 
@@ -29,41 +39,58 @@ def summary_columns(params: Sequence[str]) -> list[str]:
     Examples
     --------
     >>> summary_columns(["av"])
-    ['av_median', 'av_p16', 'av_p84', 'flags', 'n_bands']
+    ['av_median', 'av_p16', 'av_p84', 'flags', 'n_bands', 'p_young', 'p_disk', \
+'condition_pattern']
     """
-    return [f"{p}_{s}" for p in params for s in SUMMARY_STATS] + ["flags", "n_bands"]
+    return [f"{p}_{s}" for p in params for s in SUMMARY_STATS] + list(STAR_COLUMNS)
 
 
 def read_region(cube_path: str | Path, start: int, rows: int) -> dict[str, np.ndarray]:
-    """``summary`` (rows, stat, param), ``flags``, ``n_bands`` and ``source_id`` of a region."""
+    """``summary`` (rows, stat, param), ``source_id`` and the :data:`STAR_COLUMNS` of a
+    region of the cube."""
     group = zarr.open_group(str(cube_path), mode="r")
     region = slice(start, start + rows)
-    return {name: group[name][region] for name in ("summary", "flags", "n_bands", "source_id")}
+    return {name: group[name][region] for name in ("summary", *STAR_COLUMNS, "source_id")}
 
 
 def summary_frame(
     frame: pd.DataFrame,
     params: Sequence[str],
     summary: np.ndarray,
-    flags: np.ndarray,
-    n_bands: np.ndarray,
+    star: Mapping[str, np.ndarray],
 ) -> pd.DataFrame:
     """``frame`` with the summary columns appended (same rows, order and index).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The input rows.
+    params : sequence of str
+        The cube's parameters, in the order of the last axis of ``summary``.
+    summary : ndarray, shape (n, len(STATS), n_param)
+        The cube's ``summary`` of the rows.
+    star : mapping of str to ndarray
+        One array ``(n,)`` per name of :data:`STAR_COLUMNS` (e.g. :func:`read_region`'s
+        output; other keys are ignored).
 
     Examples
     --------
     >>> frame = pd.DataFrame({"source_id": [1, 2]})
-    >>> out = summary_frame(frame, ["av"], np.ones((2, 5, 1), np.float32),
-    ...                     np.zeros(2, np.uint32), np.full(2, 3, np.int16))
-    >>> out.columns.tolist()
-    ['source_id', 'av_median', 'av_p16', 'av_p84', 'flags', 'n_bands']
+    >>> star = {"flags": np.zeros(2), "n_bands": np.full(2, 3), "p_young": np.full(2, 0.25),
+    ...         "p_disk": np.full(2, np.nan), "condition_pattern": np.array([1, 131])}
+    >>> out = summary_frame(frame, ["av"], np.ones((2, 5, 1), np.float32), star)
+    >>> out.columns.tolist()  # doctest: +NORMALIZE_WHITESPACE
+    ['source_id', 'av_median', 'av_p16', 'av_p84', 'flags', 'n_bands', 'p_young', 'p_disk',
+     'condition_pattern']
+    >>> str(out["condition_pattern"].dtype), str(out["p_young"].dtype)
+    ('uint16', 'float32')
     """
     columns = {}
     for j, param in enumerate(params):
         for stat in SUMMARY_STATS:
             columns[f"{param}_{stat}"] = summary[:, STATS.index(stat), j].astype(np.float32)
-    columns["flags"] = np.asarray(flags, dtype=np.uint32)
-    columns["n_bands"] = np.asarray(n_bands, dtype=np.int16)
+    for name, dtype in STAR_COLUMNS.items():
+        columns[name] = np.asarray(star[name]).astype(dtype)
     added = pd.DataFrame(columns, index=frame.index)
     return pd.concat([frame, added], axis=1)
 
@@ -89,7 +116,7 @@ def _partition_summary(
             f"summary of Norder={pixel.order}/Npix={pixel.pixel}: source_id order differs "
             "from the cube's; the input changed since the cube was written"
         )
-    return summary_frame(frame, params, region["summary"], region["flags"], region["n_bands"])
+    return summary_frame(frame, params, region["summary"], region)
 
 
 def write_hats_summary(
@@ -110,8 +137,7 @@ def write_hats_summary(
         catalog.meta,
         params,
         np.empty((0, len(STATS), len(params)), np.float32),
-        np.empty(0, np.uint32),
-        np.empty(0, np.int16),
+        {name: np.empty(0, dtype) for name, dtype in STAR_COLUMNS.items()},
     )
     result = catalog.map_partitions(
         _partition_summary, str(cube_path), dict(regions), list(params),
@@ -146,9 +172,7 @@ def write_frame_summary(
     joined = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else None
     if joined is None:
         raise ValueError("the input has no rows")
-    table = summary_frame(
-        frame.reset_index(drop=True), params, joined["summary"], joined["flags"], joined["n_bands"]
-    )
+    table = summary_frame(frame.reset_index(drop=True), params, joined["summary"], joined)
     placed = (table["flags"].to_numpy() & np.uint32(RowFlag.BAD_POSITION)) == 0
     out = Path(out)
     unplaced = out.parent / UNPLACED_FILE

@@ -145,8 +145,13 @@ def _read_cube(path: Path, max_stars: int, seed: int) -> ValidationData:
     )
     if "ess" in cube:
         data.ess = cube.ess.values.astype(float)
-    if "p_young" in cube:
-        data.p_young = cube.p_young.values.astype(float)
+    # the cube's p_young (ysoscale infer) if it has values at this report's threshold; a
+    # cube of a model without log10_age has an all-NaN p_young and gets no p_young here
+    young_myr = 10.0 ** (YOUNG_LOG10_AGE - 6.0)
+    cube_young = cube.p_young.values.astype(float) if "p_young" in cube else None
+    same_threshold = np.isclose(float(cube.attrs.get("young_age_myr", young_myr)), young_myr)
+    if cube_young is not None and same_threshold and np.isfinite(cube_young).any():
+        data.p_young = cube_young
         data.p_young_source = "the cube's p_young variable"
     elif "log10_age" in params:
         from ysoscale.validate.accuracy import probability_below
@@ -155,7 +160,7 @@ def _read_cube(path: Path, max_stars: int, seed: int) -> ValidationData:
         data.p_young = probability_below(age, YOUNG_LOG10_AGE)
         data.p_young_source = (
             f"computed here as P(log10_age < {YOUNG_LOG10_AGE:g}) from the posterior samples "
-            "(the cube has no p_young variable)"
+            "(the cube has no p_young values at this threshold)"
         )
     return data
 
