@@ -44,6 +44,7 @@ from ysoscale.infer.summary import (
 from ysoscale.nn.config import EstimatorConfig
 from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR
 from ysoscale.physics.grids import ensure_default_grids
+from ysoscale.tasks import TaskTally
 
 CUBE_NAME = "posteriors.zarr"
 SUMMARY_NAME = "summary"
@@ -501,7 +502,7 @@ def infer(
                     frame = source.partition_frame(part.index)
                 else:
                     frame = frames[part.index].compute()
-                run.collect(part, lambda f=frame, p=part: run_partition(f, spec, p))
+                run.collect(lambda f=frame, p=part: run_partition(f, spec, p))
             run.finish()
             summary = _write_summary(source, cube_path, layout, params, out_dir, run, progress)
     else:
@@ -530,44 +531,26 @@ def infer(
     return report
 
 
-class _Progress:
+class _Progress(TaskTally):
     """Progress bar over input rows, and the tally of results and failures."""
 
     def __init__(self, total: int, todo: int, show: bool) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(
-            total=total, initial=total - todo, unit="star", unit_scale=True, desc="infer",
-            disable=not show,
-        )  # fmt: skip
+        bar = tqdm(total=total, initial=total - todo, unit="star", unit_scale=True,
+                   desc="infer", disable=not show)  # fmt: skip
+        super().__init__("partition", bar)
         self.inferred = 0
         self.flags: Counter = Counter()
-        self.errors: list[str] = []
 
-    def add(self, result: dict[str, Any]) -> None:
+    def tally(self, result: dict[str, Any]) -> int:
         self.inferred += result["inferred"]
         self.flags.update(result["flags"])
-        self.bar.update(result["rows"])
-
-    def collect(self, part: Partition, call) -> None:
-        try:
-            self.add(call())
-        except Exception as error:  # the others go on; a re-run resumes
-            self.errors.append(str(error))
-
-    def finish(self) -> None:
-        self.bar.close()
-        if self.errors:
-            shown = "\n  ".join(self.errors[:5])
-            raise RuntimeError(
-                f"{len(self.errors)} partition(s) failed (the others are saved; run the same "
-                f"command again to resume):\n  {shown}"
-            )
+        return result["rows"]
 
 
 def _run_on_cluster(client, source: InputCatalog, spec: RunSpec, parts, run: _Progress) -> None:
     import dask
-    from distributed import as_completed
 
     token = uuid.uuid4().hex[:8]
     if source.kind == "hats":
@@ -597,12 +580,7 @@ def _run_on_cluster(client, source: InputCatalog, spec: RunSpec, parts, run: _Pr
             f"infer: {len(futures)} partition task(s); dashboard {client.dashboard_link}",
             file=sys.stderr,
         )
-    for future in as_completed(futures):
-        if future.status == "error":
-            run.errors.append(str(future.exception()))
-        else:
-            run.add(future.result())
-        future.release()
+    run.gather(futures)
 
 
 def _write_summary(source, cube_path, layout, params, out_dir, run, progress):

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from ysoscale.tasks import TaskTally
+
 XP_VARIABLES = ("xp_latent", "xp_chi2_dof", "xp_anomaly", "xp_population")
 DONE = "xp_chunk_done"
 CUBE_NAME = "posteriors.zarr"
@@ -346,43 +348,25 @@ def xp_infer(
     )
 
 
-class _Tally:
+class _Tally(TaskTally):
     """Progress over chunks and the sum of their results and failures."""
 
     def __init__(self, total: int, show: bool) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, unit="chunk", desc="xp", disable=not show)
+        super().__init__("star chunk", tqdm(total=total, unit="chunk", desc="xp", disable=not show))
         self.with_xp = self.without_xp = 0
         self.pops: dict[int, int] = {}
-        self.errors: list[str] = []
 
-    def add(self, result: dict[str, Any]) -> None:
+    def tally(self, result: dict[str, Any]) -> int:
         self.with_xp += result["with_xp"]
         self.without_xp += result["without_xp"]
         for key, count in result["populations"].items():
             self.pops[key] = self.pops.get(key, 0) + count
-        self.bar.update(1)
-
-    def collect(self, call) -> None:
-        try:
-            self.add(call())
-        except Exception as error:  # the others go on; a re-run resumes
-            self.errors.append(str(error))
-
-    def finish(self) -> None:
-        self.bar.close()
-        if self.errors:
-            shown = "\n  ".join(self.errors[:5])
-            raise RuntimeError(
-                f"{len(self.errors)} star chunk(s) failed (the others are saved; run the same "
-                f"command again to resume):\n  {shown}"
-            )
+        return 1
 
 
 def _run_on_cluster(client, spec: ChunkSpec, todo: list[int], tally: _Tally) -> None:
-    from distributed import as_completed
-
     token = uuid.uuid4().hex[:8]
     futures = [
         client.submit(run_chunk, spec, index, key=f"xp-chunk-{index}-{token}", pure=False)
@@ -392,12 +376,7 @@ def _run_on_cluster(client, spec: ChunkSpec, todo: list[int], tally: _Tally) -> 
         print(
             f"xp: {len(futures)} chunk task(s); dashboard {client.dashboard_link}", file=sys.stderr
         )
-    for future in as_completed(futures):
-        if future.status == "error":
-            tally.errors.append(str(future.exception()))
-        else:
-            tally.add(future.result())
-        future.release()
+    tally.gather(futures)
 
 
 __all__ = ["DONE", "XP_VARIABLES", "ChunkSpec", "XPPassReport", "prepare", "run_chunk", "xp_infer"]
