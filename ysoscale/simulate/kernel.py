@@ -40,11 +40,17 @@ def _draw_valid_stars(
     total, drawn = 0, 0
     cut = config.brighter_than
     cut_column = BAND_IDS.index(config.brighter_than_band)
-    floor = 0.05 if cut is None else 0.0005  # a magnitude cut keeps ~0.1-1 % of draws
-    for _ in range(MAX_DRAW_ROUNDS):
+    # a magnitude cut keeps ~0.01-1 % of draws: full-size rounds, and more of them
+    rounds = MAX_DRAW_ROUNDS if cut is None else 20 * MAX_DRAW_ROUNDS
+    for _ in range(rounds):
         want = n - total
-        acceptance = max(total / drawn, floor) if drawn else (0.8 if cut is None else floor)
-        batch = min(int(want / acceptance * 1.05) + 64, MAX_DRAWS_PER_ROUND)
+        if cut is None:
+            acceptance = max(total / drawn, 0.05) if drawn else 0.8
+            batch = min(int(want / acceptance * 1.05) + 64, MAX_DRAWS_PER_ROUND)
+        else:  # a first look of 2e5 draws, then as many as the acceptance needs
+            acceptance = max(total / drawn, 1e-5) if drawn else None
+            guess = 200_000 if acceptance is None else int(want / acceptance * 1.2) + 1000
+            batch = min(guess, MAX_DRAWS_PER_ROUND)
         drawn += batch
         draws = sample_prior(batch, rng, config.prior)
         phot = model.physical(
@@ -90,7 +96,7 @@ def _draw_valid_stars(
         raise RuntimeError(
             f"only {total} of {n} prior draws had valid photometry"
             + (f" and {config.brighter_than_band} < {cut}" if cut is not None else "")
-            + f" after {MAX_DRAW_ROUNDS} rounds ({drawn:,} draws); the prior reaches far "
+            + f" after {rounds} rounds ({drawn:,} draws); the prior reaches far "
             "outside the model grids or the magnitude cut keeps too few stars"
         )
     keys = kept[0][0].keys()
@@ -138,7 +144,7 @@ def simulate_chunk(
     for _ in range(MAX_DRAW_ROUNDS):
         want = n - total
         # a magnitude-limited sample is bright: nearly all of it is detected
-        first_guess = 0.1 if config.brighter_than is None else 0.9
+        first_guess = 0.1 if config.brighter_than is None else 1.0
         acceptance = max(total / drawn, 0.005) if drawn else first_guess
         batch = int(want / acceptance * 1.1) + 256
         drawn += batch
