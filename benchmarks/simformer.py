@@ -48,8 +48,8 @@ from ysoscale.simulate.surveys import SURVEY_MODELS
 from ysoscale.train.loader import StoreLoader
 from ysoscale.train.simformer_trainer import guidance_forward_model, train_simformer
 from ysoscale.train.trainer import TrainingConfig, train
+from ysoscale.validate import coverage_error
 
-LEVELS = np.linspace(0.1, 0.95, 10)
 PARAMS = ("log10_mass", "log10_age", "mh", "log10_distance", "av", "rv")
 PATTERNS = {
     "gaia": (("gaia",), False),
@@ -85,17 +85,6 @@ def restrict(data: dict, bands: tuple[str, ...], surveys: tuple[str, ...] | None
     parallax = data["parallax"] if plx else np.full_like(data["parallax"], np.nan)
     rows = np.isfinite(mag).any(axis=1)
     return rows, mag[rows], err[rows], parallax[rows], data["parallax_error"][rows]
-
-
-def coverage_error(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Largest |empirical - nominal| coverage over the 10 levels, per parameter."""
-    worst = np.zeros(truth.shape[1])
-    for level in LEVELS:
-        lo = np.quantile(samples, 0.5 - level / 2, axis=1)
-        hi = np.quantile(samples, 0.5 + level / 2, axis=1)
-        empirical = ((truth >= lo) & (truth <= hi)).mean(axis=0)
-        worst = np.maximum(worst, np.abs(empirical - level))
-    return worst
 
 
 def physics_residual(forward, theta: np.ndarray, params, mag: np.ndarray, use: np.ndarray):

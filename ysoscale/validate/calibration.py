@@ -112,6 +112,28 @@ def coverage(samples: np.ndarray, truth: np.ndarray, levels: np.ndarray = LEVELS
     return out
 
 
+def coverage_error(
+    samples: np.ndarray, truth: np.ndarray, levels: np.ndarray = LEVELS
+) -> np.ndarray:
+    """Largest |empirical - nominal| :func:`coverage` over ``levels``, per parameter.
+
+    The one-number calibration summary of the benchmarks; NaN for a parameter no star is
+    usable for.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> mu = rng.normal(size=(4000, 1))
+    >>> truth = mu + rng.normal(size=(4000, 1))
+    >>> wide = mu[:, None] + 3.0 * rng.normal(size=(4000, 200, 1))  # underconfident
+    >>> narrow = mu[:, None] + rng.normal(size=(4000, 200, 1))  # calibrated
+    >>> bool(coverage_error(wide, truth)[0] > 0.2), bool(coverage_error(narrow, truth)[0] < 0.03)
+    (True, True)
+    """
+    levels = np.asarray(levels, dtype=float)
+    return np.max(np.abs(coverage(samples, truth, levels) - levels[:, None]), axis=0)
+
+
 def coverage_tolerance(level: np.ndarray, n: int | np.ndarray, k: float = 2.0) -> np.ndarray:
     """Half-width ``k * sqrt(p (1 - p) / n)`` of the binomial scatter of a coverage.
 
