@@ -14,8 +14,9 @@ Each shipped real sample (:mod:`ysoscale.catalog.samples`, converted from
   IC 2602 ~40 Myr) and the share of stars with a median age below 30 Myr. Every star of
   that table is flagged a PMS candidate (``p``), so there is no "rest" to compare with in
   it; populations play that role.
-* **rho_oph**: 48 members of a 1-3 Myr region with Gaia, 2MASS and WISE; posterior ages
-  and A_V by SED class.
+* **rho_oph**: 48 members of a 1-3 Myr region with Gaia, 2MASS and WISE; posterior ages,
+  A_V and, for a model with a ``has_disk`` parameter (the Simformer), the share of stars
+  with p_disk >= 0.5 by SED class (issue 6: >= 80 % of class II, few photospheric ones).
 
     python benchmarks/real_data.py [--set kepler,scocen,rho_oph] [--model DIR] [--quick]
 
@@ -49,6 +50,9 @@ def posterior_medians(frame: pd.DataFrame, model: str | None, samples: int) -> p
         infer(path, Path(tmp) / "out", model=model, n_samples=samples, workers=0, progress=False)
         cube = open_cube(Path(tmp) / "out" / "posteriors.zarr").load()
     table = {"source_id": cube.source_id.values, "flags": cube.flags.values}
+    for name in ("p_young", "p_disk"):  # cubes of older versions lack them
+        if name in cube:
+            table[name] = cube[name].values
     for stat in ("median", "p16", "p84"):
         values = cube.summary.sel(stat=stat).values
         for j, param in enumerate(cube.param.values):
@@ -89,16 +93,19 @@ def scocen(model: str | None, samples: int, quick: bool) -> dict[str, object]:
     result["population"] = result["population"].fillna("").replace("", "(none)")
     out: dict[str, object] = {}
     print(f"\nSco-Cen: {len(result):,} PMS candidates; posterior median age by population")
-    print(f"  {'population':<14}{'n':>7}{'median age':>12}{'< 30 Myr':>10}")
+    p_young = result["p_young"] if "p_young" in result else pd.Series(np.nan, index=result.index)
+    print(f"  {'population':<14}{'n':>7}{'median age':>12}{'< 30 Myr':>10}{'p_young':>9}")
     for name, rows in [("all", result), *result.groupby("population")]:
         ages = age_myr.loc[rows.index]
         ages = ages[np.isfinite(ages)]
         if len(ages) < 5:
             continue
         young = float(np.mean(ages < 30.0))
+        median_p_young = float(np.nanmedian(p_young.loc[rows.index]))
         out[name] = {"n": len(ages), "median_age_myr": float(np.median(ages)),
-                     "fraction_below_30_myr": young}  # fmt: skip
-        print(f"  {name:<14}{len(ages):>7}{np.median(ages):>10.1f} Myr{young:>10.2f}")
+                     "fraction_below_30_myr": young, "median_p_young": median_p_young}  # fmt: skip
+        print(f"  {name:<14}{len(ages):>7}{np.median(ages):>10.1f} Myr{young:>10.2f}"
+              f"{median_p_young:>9.2f}")  # fmt: skip
     return out
 
 
@@ -107,13 +114,19 @@ def rho_oph(model: str | None, samples: int, quick: bool) -> dict[str, object]:
     result = frame.merge(posterior_medians(frame, model, samples), on="source_id")
     age_myr = 10.0 ** (result["log10_age_median"] - 6.0)
     out: dict[str, object] = {}
+    p_disk = result["p_disk"] if "p_disk" in result else pd.Series(np.nan, index=result.index)
     print(f"\nrho Oph: {len(result)} members; posterior medians by SED class")
-    print(f"  {'class':<14}{'n':>4}{'age':>10}{'A_V':>7}")
+    print(f"  {'class':<14}{'n':>4}{'age':>10}{'A_V':>7}{'p_disk>=0.5':>13}")
     for name, rows in [("all", result), *result.groupby("sed_class")]:
         ages, av = age_myr.loc[rows.index], rows["av_median"]
+        disk = p_disk.loc[rows.index]
+        # the issue's check: class II stars p_disk >= 0.5, photospheric ones below
+        share = float(np.mean(disk >= 0.5)) if np.isfinite(disk).all() else float("nan")
         out[str(name)] = {"n": len(rows), "median_age_myr": float(np.nanmedian(ages)),
-                          "median_av": float(np.nanmedian(av))}  # fmt: skip
-        print(f"  {name!s:<14}{len(rows):>4}{np.nanmedian(ages):>6.1f} Myr{np.nanmedian(av):>7.2f}")
+                          "median_av": float(np.nanmedian(av)),
+                          "share_p_disk_at_least_0.5": share}  # fmt: skip
+        print(f"  {name!s:<14}{len(rows):>4}{np.nanmedian(ages):>6.1f} Myr{np.nanmedian(av):>7.2f}"
+              f"{share:>13.2f}")  # fmt: skip
     return out
 
 
