@@ -4,7 +4,6 @@ what it was trained on."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from ysoscale.nn.default import default_model_card, load_default_model
@@ -36,11 +35,6 @@ def test_samples_stay_inside_the_bounds() -> None:
     assert torch.all((samples >= lo) & (samples <= hi)) and torch.isfinite(log_prob).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 4: 9 CPU epochs on a detection-limited, young-heavy 1e6 store; the "
-    "atmospheric model still puts this giant at log g 3.8 (Kepler: log g bias +1.1)",
-)
 def test_the_atmospheric_model_ships_and_gives_a_giant_a_giants_log_g() -> None:
     """The shipped atmospheric model samples Teff/log g directly. A Kepler-like red giant
     (4,800 K, log g 2.5 at 1 kpc: G 11.3, Ks 8.9, parallax 1.00 ± 0.03 mas) gets a
