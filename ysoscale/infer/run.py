@@ -41,8 +41,10 @@ from ysoscale.infer.summary import (
     write_frame_summary,
     write_hats_summary,
 )
-from ysoscale.nn.config import EstimatorConfig
+from ysoscale.nn.default import DEFAULT_MODEL_DIR, resolve_model
+from ysoscale.nn.model_files import read_card
 from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR
+from ysoscale.nn.simformer import config_from_card
 from ysoscale.physics.grids import ensure_default_grids
 from ysoscale.tasks import TaskTally
 
@@ -295,17 +297,6 @@ def check_schema(dtypes: dict[str, Any], params: tuple[str, ...]) -> tuple[str, 
     return bands
 
 
-def _model_card(model_dir: str | None) -> dict[str, Any]:
-    from ysoscale.nn.default import DEFAULT_MODEL_DIR
-    from ysoscale.nn.model_files import CARD_FILE
-
-    directory = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
-    card_path = directory / CARD_FILE
-    if not card_path.exists():
-        raise FileNotFoundError(f"no model card {card_path}: is {directory} a model directory?")
-    return json.loads(card_path.read_text())
-
-
 @dataclass
 class InferReport:
     """What one invocation of :func:`infer` did."""
@@ -419,17 +410,10 @@ def infer(
         raise ValueError(f"young_age_myr must be a positive number of Myr, got {young_age_myr}")
     out_dir = Path(out_dir)
     if model is not None:
-        from ysoscale.nn.default import resolve_model
-
         model = resolve_model(model)  # a shipped model's name, or a directory
     model_dir = None if model is None else str(Path(model).resolve())
-    card = _model_card(model_dir)
-    if card.get("estimator") == "simformer":
-        from ysoscale.nn.simformer_config import SimformerConfig
-
-        config = SimformerConfig.from_dict(card["config"])
-    else:
-        config = EstimatorConfig.from_dict(card["config"])
+    card = read_card(model_dir or DEFAULT_MODEL_DIR)
+    config = config_from_card(card)
     source = open_input(input, partition_rows)
     isochrones = all(p in config.params for p in ("log10_mass", "log10_age", "mh"))
     params = output_params(config.params, isochrones)

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
+from ysoscale.nn.config import EstimatorConfig
 from ysoscale.nn.model_files import load_weights, read_card, save_model
 from ysoscale.nn.npe import PosteriorEstimator
 from ysoscale.nn.simformer_config import (
@@ -927,6 +928,20 @@ class SimformerPosterior(Distribution):
         )
 
 
+def config_from_card(card: Mapping[str, Any]) -> EstimatorConfig | SimformerConfig:
+    """The configuration in a model card, of the estimator its ``"estimator"`` entry names
+    (as :func:`load_estimator` chooses the class), without loading any weights.
+
+    Examples
+    --------
+    >>> config_from_card({"estimator": "simformer", "config": {}}) == SimformerConfig()
+    True
+    """
+    if card.get("estimator", "npe") == ESTIMATOR_NAME:
+        return SimformerConfig.from_dict(card["config"])
+    return EstimatorConfig.from_dict(card["config"])
+
+
 def load_estimator(
     path_dir: str | Path, map_location: str | torch.device = "cpu"
 ) -> PosteriorEstimator | Simformer:
@@ -955,5 +970,6 @@ __all__ = [
     "Observations",
     "Simformer",
     "SimformerPosterior",
+    "config_from_card",
     "load_estimator",
 ]
