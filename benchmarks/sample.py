@@ -46,7 +46,7 @@ import torch
 from calibration import held_out  # benchmarks/ is on sys.path when run as a script
 
 from ysoscale.nn import EstimatorConfig, PosteriorEstimator
-from ysoscale.nn.default import load_default_model
+from ysoscale.nn.default import resolve_model
 from ysoscale.nn.simformer import Simformer, load_estimator
 from ysoscale.nn.simformer_config import SOLVERS
 from ysoscale.simulate.surveys import SURVEY_MODELS
@@ -185,9 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     batch_size = 16384 if gpu else 1024
     repeats = 1 if args.quick else 3
 
-    default = (PosteriorEstimator.load(args.model) if args.model else load_default_model()).to(
-        device
-    )
+    default = PosteriorEstimator.load(resolve_model(args.model)).to(device)
     models = {
         "default": default,
         "default_coupling": PosteriorEstimator(

@@ -364,11 +364,15 @@ def _batches(parts: Iterator[Batch], batch_size: int) -> Iterator[Batch]:
     for part in parts:
         pending.append(part)
         total += len(part)
-        while total >= batch_size:
-            merged = _concat(pending)
-            pending = [_take(merged, slice(batch_size, None))] if total > batch_size else []
-            total -= batch_size
-            yield _take(merged, slice(0, batch_size))
+        if total < batch_size:
+            continue
+        merged = _concat(pending)  # once per part: the batches are views of it
+        cut = 0
+        while total - cut >= batch_size:
+            yield _take(merged, slice(cut, cut + batch_size))
+            cut += batch_size
+        pending = [_take(merged, slice(cut, None))] if cut < total else []
+        total -= cut
     if total > 0:
         yield _concat(pending)
 

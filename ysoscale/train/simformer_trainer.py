@@ -217,12 +217,14 @@ def train_simformer(
             record["train_physics"] = running_physics / max(seen, 1)
         state["history"].append(record)
         state["epoch"] = epoch + 1
-        if val < state["best"]:
+        improved = val < state["best"]
+        if improved:
             state["best"], state["bad_epochs"] = val, 0
-            model.save(out, card=training_card(training, state, train_loader, LOSS_KEY))
         else:
             state["bad_epochs"] += 1
         card = training_card(training, state, train_loader, LOSS_KEY)
+        if improved:
+            model.save(out, card=card)
         save_checkpoint(checkpoint, model, optimizer, state, card)
         print(f"epoch {epoch + 1}: train FM {record['train_fm']:.4f}, validation loss {val:.4f}")
         if state["bad_epochs"] >= training.patience:

@@ -262,12 +262,14 @@ def train(
         state["history"].append({"epoch": epoch + 1, "train_nll": running / max(seen, 1),
                                  "validation_nll": val})  # fmt: skip
         state["epoch"] = epoch + 1
-        if val < state["best"]:
+        improved = val < state["best"]
+        if improved:
             state["best"], state["bad_epochs"] = val, 0
-            model.save(out, card=training_card(training, state, train_loader) | extension)
         else:
             state["bad_epochs"] += 1
         card = training_card(training, state, train_loader) | extension
+        if improved:
+            model.save(out, card=card)
         save_checkpoint(checkpoint, model, optimizer, state, card)
         print(
             f"epoch {epoch + 1}: train NLL {running / max(seen, 1):.4f}, validation NLL {val:.4f}"
