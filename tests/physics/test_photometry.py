@@ -100,19 +100,22 @@ def test_grid_matches_direct_integration_median(accuracy) -> None:
 
 
 def test_grid_matches_direct_integration_p99(accuracy) -> None:
-    """99th percentile ≤ 0.02 mag (the issue's bound) over every band but GALEX.
+    """99th percentile ≤ 0.02 mag over all bands and points (the issue's bound), and
+    ≤ 0.01 over every band but GALEX.
 
     The direct path interpolates log-flux spectra and integrates them; the grid
-    interpolates band magnitudes. In the GALEX bands of cool stars the spectra change shape
-    steeply between neighbouring Teff nodes and the two interpolations separate by up to
-    ~0.05 mag at the 99th percentile (measured 0.06 FUV / 0.05 NUV; every other band
-    ≤ 0.01). GALEX is held to 0.1 mag here; the per-band numbers are printed.
+    interpolates band magnitudes. The two separate most along R_V at high A_V, where a band
+    magnitude curves in 1/R_V as A_V² times the spread of the extinction curve across the
+    band, most in the GALEX bands (measured with the 11 default R_V nodes: all bands 0.009,
+    GALEX FUV 0.028 / NUV 0.020, every other band ≤ 0.005). GALEX alone is held to 0.05 mag;
+    the per-band numbers are printed.
     """
     deltas, bands = accuracy
     galex = [i for i, b in enumerate(bands) if b.startswith("galex")]
     others = [i for i in range(len(bands)) if i not in galex]
-    assert np.percentile(deltas[:, others], 99) <= 0.02
-    assert np.percentile(deltas[:, galex], 99) <= 0.1
+    assert np.percentile(deltas, 99) <= 0.02
+    assert np.percentile(deltas[:, others], 99) <= 0.01
+    assert np.percentile(deltas[:, galex], 99) <= 0.05
 
 
 @pytest.mark.slow

@@ -97,6 +97,31 @@ def _cubic_cells(values: np.ndarray, slopes: np.ndarray, nodes: np.ndarray) -> n
     return np.concatenate([m0, d0, c2, c3], axis=-1)
 
 
+def _stellar_table(
+    mag: np.ndarray, dmag_dav: np.ndarray, valid: np.ndarray, av_nodes: np.ndarray, dtype: Any
+) -> np.ndarray:
+    """The stellar lookup table, shape (A_V cell, teff, logg, mh, rv, 4 * n_band + 1).
+
+    ``mag``/``dmag_dav`` have dims (teff, logg, mh, rv, av, band) and ``valid`` (teff, logg,
+    mh). Each row holds the cubic coefficients of every band in one A_V cell followed by
+    the node's "computed model" indicator, so one gather serves both. The A_V cell is
+    outermost: the 16 corners a star reads (Teff, log g, [M/H], R_V) then lie within a few
+    hundred kB instead of megabytes, which halves the gather time. Filled one A_V cell at a
+    time in float64 and stored in ``dtype``, so building it needs little beyond the table.
+    """
+    n_cell, n_band = len(av_nodes) - 1, mag.shape[-1]
+    table = np.empty((n_cell, *mag.shape[:4], 4 * n_band + 1), dtype=dtype)
+    for cell in range(n_cell):
+        ends = slice(cell, cell + 2)
+        table[cell, ..., :-1] = _cubic_cells(
+            mag[..., ends, :].astype(np.float64),
+            dmag_dav[..., ends, :].astype(np.float64),
+            av_nodes[ends],
+        )[..., 0, :]
+    table[..., -1] = valid.astype(dtype)[None, :, :, :, None]
+    return table
+
+
 def _as_buffer(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     """An owned, contiguous tensor (contiguity matters: gathers from a strided table are
     several times slower)."""
@@ -191,22 +216,15 @@ class ForwardModel(torch.nn.Module):
         self.register_buffer("log_disk_temp_nodes", buffer(np.log10(grid.disk_temp.values)))
         av_nodes = grid.av.values.astype(np.float64)
         order = ("teff", "logg", "mh", "rv", "av", "band")
-        # rows: (A_V cell, teff, logg, mh, rv); columns: cubic coefficients × band, then
-        # the node's "computed model" indicator, so one gather serves both.
-        cells = _cubic_cells(
-            grid.mag.transpose(*order).values.astype(np.float64),
-            grid.dmag_dav.transpose(*order).values.astype(np.float64),
+        table = _stellar_table(
+            grid.mag.transpose(*order).values,
+            grid.dmag_dav.transpose(*order).values,
+            grid.valid.values,
             av_nodes,
+            torch.empty((), dtype=dtype).numpy().dtype,
         )
-        valid = np.broadcast_to(
-            grid.valid.values.astype(np.float64)[:, :, :, None, None, None],
-            (*cells.shape[:-1], 1),
-        )
-        # A_V cell outermost: the 16 corners a star reads (Teff, log g, [M/H], R_V) then
-        # lie within a few hundred kB instead of megabytes, which halves the gather time.
-        table = np.moveaxis(np.concatenate([cells, valid], axis=-1), 4, 0)
         self._shape = table.shape[:5]
-        self.register_buffer("table", buffer(table.reshape(-1, table.shape[-1])))
+        self.register_buffer("table", torch.from_numpy(table.reshape(-1, table.shape[-1])))
         _, _, n_logg, n_mh, n_rv = self._shape
         self.register_buffer(
             "corner_offsets", _corner_offsets([n_logg * n_mh * n_rv, n_mh * n_rv, n_rv, 1])
