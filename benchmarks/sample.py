@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     n = args.stars or (500 if args.quick else (200_000 if gpu else 4000))
-    batch_size = 16384 if gpu else 1024
+    batch_size = 16384 if gpu else stars_per_call(device, args.samples)  # as `infer` uses
     repeats = 1 if args.quick else 3
 
     default = PosteriorEstimator.load(resolve_model(args.model)).to(device)

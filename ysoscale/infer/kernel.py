@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from scipy.special import ndtri
 
+from ysoscale.nn.batching import stars_per_call
 from ysoscale.nn.npe import PosteriorEstimator
 from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR, p_disk, p_young
 from ysoscale.nn.simformer import Simformer
@@ -220,7 +221,7 @@ def infer_arrays(
     forward: ForwardModel | None = None,
     *,
     source_id: np.ndarray | None = None,
-    batch_size: int = 4096,
+    batch_size: int | None = None,
     young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR,
 ) -> dict[str, np.ndarray]:
     """Posterior samples and summaries, and young-star products, of a block of stars.
@@ -244,8 +245,9 @@ def infer_arrays(
     source_id : ndarray of int, shape (n,), optional
         Key of each star's random draws (default: the row number). Give the catalog's
         source_id so that a star's result does not depend on its position.
-    batch_size : int
-        Stars sent through the model at once.
+    batch_size : int, optional
+        Stars sent through the model at once; default by device
+        (:func:`ysoscale.nn.batching.stars_per_call`).
     young_age_myr : float
         Age threshold of ``p_young`` in Myr.
 
@@ -305,6 +307,7 @@ def infer_arrays(
     def column(values: np.ndarray, rows: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(values, dtype=np.float32)[rows], device=device)
 
+    batch_size = batch_size or stars_per_call(device, n_samples)
     model.eval()
     with torch.inference_mode():
         todo = np.flatnonzero(sampled)

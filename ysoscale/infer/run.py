@@ -64,7 +64,8 @@ class RunSpec:
     n_samples: int
     seed: int
     star_chunk: int
-    batch_size: int = 4096  # stars per model call, and per block written (whole chunks)
+    batch_size: int = 4096  # stars per block written (whole chunks)
+    model_batch: int | None = None  # stars per model call (None: by device, nn.batching)
     young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR  # threshold of p_young
 
 
@@ -166,7 +167,7 @@ def run_partition(frame: pd.DataFrame, spec: RunSpec, part: Partition) -> dict[s
                 spec.seed,
                 loaded.forward,
                 source_id=source_id[rows],
-                batch_size=spec.batch_size,
+                batch_size=spec.model_batch,
                 young_age_myr=spec.young_age_myr,
             )
             n_inferred += int(out["sampled"].sum())
@@ -465,6 +466,7 @@ def infer(
         seed=seed,
         star_chunk=star_chunk,
         batch_size=32_768 if gpu else 4096,
+        model_batch=32_768 if gpu else None,
         young_age_myr=young_age_myr,
     )
     done = set(cube.done_partitions(cube_path).tolist())

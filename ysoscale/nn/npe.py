@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from zuko.distributions import NormalizingFlow
 from zuko.transforms import ComposedTransform
 
+from ysoscale.nn.batching import stars_per_call
 from ysoscale.nn.config import EstimatorConfig
 from ysoscale.nn.encoder import SetEncoder
 from ysoscale.nn.model_files import load_weights, read_card, save_model
@@ -212,9 +213,10 @@ class PosteriorEstimator(nn.Module):
         parallax: Tensor | None = None,
         parallax_error: Tensor | None = None,
         n_samples: int = 64,
-        batch_size: int = 4096,
+        batch_size: int | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Draw posterior samples, ``batch_size`` stars at a time, in eval mode.
+        """Draw posterior samples, ``batch_size`` stars at a time (default by device,
+        :func:`ysoscale.nn.batching.stars_per_call`), in eval mode.
 
         Returns
         -------
@@ -227,6 +229,7 @@ class PosteriorEstimator(nn.Module):
         parallax = _as_tensor(parallax, device)
         parallax_error = _as_tensor(parallax_error, device)
         self._check_observed(mag, mag_err)
+        batch_size = batch_size or stars_per_call(device, n_samples)
         was_training = self.training
         self.eval()
         try:

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, constraints
 
+from ysoscale.nn.batching import tokens_per_call
 from ysoscale.nn.config import EstimatorConfig
 from ysoscale.nn.model_files import load_weights, read_card, save_model
 from ysoscale.nn.npe import PosteriorEstimator
@@ -66,9 +67,6 @@ INFRARED_EXCESS_BANDS: tuple[str, ...] = (
 
 ERROR_OFFSET = 1.5
 """``log10(error) + ERROR_OFFSET`` is the error feature (about 0 for a 0.03 mag error)."""
-
-MAX_TOKENS = 1 << 18
-"""Tokens (star-samples x sequence length) sent through the network at once in sampling."""
 
 _CAUCHY_SCALE = 2.0
 
@@ -507,7 +505,7 @@ class Simformer(nn.Module):
         noise: Tensor,
         solver: str | None,
         steps: int | None,
-        max_tokens: int,
+        max_tokens: int | None,
     ) -> Tensor:
         """Samples ``(batch, n_samples, n_var)`` in token space.
 
@@ -533,6 +531,7 @@ class Simformer(nn.Module):
         p_error, p_start = packed(torch.where(condition, obs.error, 0.0)), packed(start)
         p_noise = noise.gather(2, order[:, None, :].expand(-1, n_samples, -1))
         out = torch.full_like(noise, float("nan"))
+        max_tokens = max_tokens or tokens_per_call(noise.device)
         rows_per_chunk = max(1, max_tokens // max(length, 1))
         stars_per_chunk = max(1, rows_per_chunk // n_samples)
         for first in range(0, batch, stars_per_chunk):
@@ -578,7 +577,7 @@ class Simformer(nn.Module):
         *,
         solver: str | None = None,
         steps: int | None = None,
-        max_tokens: int = MAX_TOKENS,
+        max_tokens: int | None = None,
     ) -> Tensor:
         """Posterior samples of the parameters, transported from given standard-normal draws.
 
@@ -588,6 +587,9 @@ class Simformer(nn.Module):
         noise : Tensor, shape (batch, n_samples, n_param)
             Standard-normal draws (e.g. the inference kernel's counter-based ones), one
             column per parameter in ``config.params`` order.
+        max_tokens : int, optional
+            Tokens per network call; default by device
+            (:func:`ysoscale.nn.batching.tokens_per_call`).
 
         Returns
         -------
@@ -692,7 +694,7 @@ class Simformer(nn.Module):
         leave_out: Sequence[str] = (),
         solver: str | None = None,
         steps: int | None = None,
-        max_tokens: int = MAX_TOKENS,
+        max_tokens: int | None = None,
     ) -> dict[str, Tensor]:
         """Joint posterior samples of the parameters and of every unobserved observable.
 
