@@ -46,6 +46,7 @@ import torch
 from calibration import held_out  # benchmarks/ is on sys.path when run as a script
 
 from ysoscale.nn import EstimatorConfig, PosteriorEstimator
+from ysoscale.nn.batching import stars_per_call
 from ysoscale.nn.default import resolve_model
 from ysoscale.nn.simformer import Simformer, load_estimator
 from ysoscale.nn.simformer_config import SOLVERS
