@@ -143,6 +143,7 @@ def _cmd_train_svae(args: argparse.Namespace) -> int:
             ("--irisml", args.irisml),
             ("--extend-bands", args.extend_bands),
             ("--from", args.extend_from),
+            ("--init-from", args.init_from),
         )
         if given
     ]
@@ -162,8 +163,10 @@ def _cmd_train_simformer(args: argparse.Namespace) -> int:
     from ysoscale.train.simformer_trainer import train_simformer
     from ysoscale.train.trainer import TrainingConfig
 
-    if args.irisml or args.extend_bands or args.extend_from:
-        raise ValueError("--irisml, --extend-bands and --from apply to --model npe only")
+    if args.irisml or args.extend_bands or args.extend_from or args.init_from:
+        raise ValueError(
+            "--irisml, --extend-bands, --from and --init-from apply to --model npe only"
+        )
     settings = _toml(args.config)
     unknown = sorted(set(settings) - {"estimator", "training"})
     if unknown:
@@ -229,6 +232,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         TrainingConfig.from_dict(training),
         extend_from=args.extend_from,
         new_bands=new_bands,
+        init_from=args.init_from,
     )
     print(
         f"{report.out_dir}: {report.epochs_run} epoch(s), best validation NLL "
@@ -446,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
         "their embeddings are trained",
     )
     tr.add_argument("--from", dest="extend_from", help="model directory to extend")
+    tr.add_argument(
+        "--init-from",
+        dest="init_from",
+        help="start a new run from this model's weights where names and shapes match "
+        "(e.g. the same architecture with another parallax_encoding)",
+    )
     tr.set_defaults(func=_cmd_train)
 
     plot = sub.add_parser("plot", help="plots")

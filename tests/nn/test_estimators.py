@@ -202,3 +202,30 @@ def test_config_round_trip_and_misspelled_keys():
     assert config.param_bounds["av"] == (0.0, 10.0)
     with pytest.raises(ValueError, match="widht"):
         EstimatorConfig.from_dict({**values, "widht": 64})
+
+
+@pytest.mark.parametrize("encoding, distinguishes", [("asinh", True), ("snr_clip", False)])
+def test_parallax_token_keeps_high_signal_to_noise(encoding, distinguishes):
+    """A parallax at S/N 150 and one at S/N 1500 (same error) are 10x apart in distance:
+    the asinh encoding gives them different tokens; the clipped S/N of older models cannot."""
+    config = dataclasses.replace(CONFIGS["nsf"], parallax_encoding=encoding)
+    torch.manual_seed(0)
+    tokenizer = BandTokenizer(config)
+    mag = torch.full((2, config.n_band), 12.0)
+    err = torch.full((2, config.n_band), 0.01)
+    plx_err = torch.full((2,), 0.02)
+    plx = torch.tensor([150.0, 1500.0]) * plx_err
+    with torch.no_grad():
+        tokens, _ = tokenizer(mag, err, plx, plx_err)
+    differ = not torch.allclose(tokens[0, -1], tokens[1, -1])
+    assert differ is distinguishes
+
+
+def test_cards_without_a_parallax_encoding_load_as_snr_clip():
+    values = CONFIGS["nsf"].to_dict()
+    assert values["parallax_encoding"] == "asinh"
+    del values["parallax_encoding"]
+    assert EstimatorConfig.from_card(values).parallax_encoding == "snr_clip"
+    assert EstimatorConfig.from_dict(values).parallax_encoding == "asinh"
+    with pytest.raises(ValueError, match="parallax_encoding"):
+        dataclasses.replace(CONFIGS["nsf"], parallax_encoding="linear")

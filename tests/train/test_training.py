@@ -255,3 +255,35 @@ def test_training_on_two_stores_records_both(store, second_store, tmp_path) -> N
     state = json.loads((out / "checkpoint" / "state.json").read_text())
     assert report.epochs_run == 2 and state["stores"] == [str(store)]
     assert state["best"] == state["history"][-1]["validation_nll"]
+
+
+def test_warm_start_keeps_every_weight_that_still_fits(store, tmp_path) -> None:
+    """--init-from: a model with another parallax encoding starts from the trained weights
+    (all of them: the encoding changes the features, not the shapes), and the card says so."""
+    import dataclasses
+
+    import torch
+
+    first = tmp_path / "clip"
+    old = dataclasses.replace(TINY, parallax_encoding="snr_clip")
+    train(store, first, old, TrainingConfig(epochs=1, batch_size=500), progress=False)
+    source = PosteriorEstimator.load(first)
+    out = tmp_path / "asinh"
+    init = TrainingConfig(epochs=1, batch_size=500, learning_rate=1e-12, warmup_steps=1)
+    train(store, out, TINY, init, init_from=first, progress=False)
+    model = PosteriorEstimator.load(out)
+    assert model.config.parallax_encoding == "asinh"
+    for name, value in source.state_dict().items():  # lr ~ 0: the copied weights stay
+        torch.testing.assert_close(model.state_dict()[name], value, atol=1e-6, rtol=0)
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["initialised_from"] == str(first)
+
+
+def test_warm_start_from_an_unrelated_model_is_refused() -> None:
+    import torch
+
+    from ysoscale.train.trainer import warm_start
+
+    model = PosteriorEstimator(TINY)
+    with pytest.raises(ValueError, match="no weight"):
+        warm_start(model, torch.nn.Linear(3, 5))

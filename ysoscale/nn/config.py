@@ -42,6 +42,10 @@ KNOWN_PARAMS: tuple[str, ...] = tuple(DEFAULT_PARAM_BOUNDS)
 FLOWS: tuple[str, ...] = ("NSF", "MAF")
 
 
+PARALLAX_ENCODINGS = ("asinh", "snr_clip")
+"""Features of the parallax token; see ``EstimatorConfig.parallax_encoding``."""
+
+
 @dataclass(frozen=True)
 class EstimatorConfig:
     """Architecture of a :class:`~ysoscale.nn.npe.PosteriorEstimator`.
@@ -72,6 +76,13 @@ class EstimatorConfig:
         transform that samples in two passes, about three times faster for six parameters.
     use_parallax : bool
         Whether a parallax token is built (missing parallaxes are masked).
+    parallax_encoding : {"asinh", "snr_clip"}
+        Features of the parallax token (:mod:`ysoscale.nn.tokenizer`). ``"asinh"``
+        (default): ``asinh(parallax / error)``, which for a significant parallax is
+        ``ln(2 parallax / error)``, so ``log parallax`` is a linear function of the two
+        features at any S/N. ``"snr_clip"``: the S/N clipped at ±100, which erased the
+        distance of every star with S/N > 100 (distance modulus biased by +0.6 to +0.8 mag
+        for such stars); kept to load models trained with it (cards without the key).
 
     Examples
     --------
@@ -97,6 +108,7 @@ class EstimatorConfig:
     flow_hidden: tuple[int, ...] = (128, 128)
     passes: int | None = None
     use_parallax: bool = True
+    parallax_encoding: str = "asinh"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", validate_band_ids(self.bands))
@@ -132,6 +144,11 @@ class EstimatorConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.flow not in FLOWS:
             raise ValueError(f"unknown flow {self.flow!r}; choose one of {FLOWS}")
+        if self.parallax_encoding not in PARALLAX_ENCODINGS:
+            raise ValueError(
+                f"parallax_encoding must be one of {PARALLAX_ENCODINGS}, "
+                f"got {self.parallax_encoding!r}"
+            )
         if self.passes is not None and not 1 <= int(self.passes) <= len(self.params):
             raise ValueError(f"passes must be None or in [1, n_param], got {self.passes}")
         if not self.flow_hidden or min(self.flow_hidden) < 1:
@@ -190,3 +207,9 @@ class EstimatorConfig:
         if "param_bounds" in values:
             values["param_bounds"] = {k: tuple(v) for k, v in values["param_bounds"].items()}
         return cls(**values)
+
+    @classmethod
+    def from_card(cls, values: Mapping[str, Any]) -> EstimatorConfig:
+        """Build from a model card's ``config``: as :meth:`from_dict`, with the settings of
+        models saved before a key existed (no ``parallax_encoding``: ``"snr_clip"``)."""
+        return cls.from_dict({"parallax_encoding": "snr_clip"} | dict(values))

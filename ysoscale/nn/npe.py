@@ -278,5 +278,5 @@ class PosteriorEstimator(nn.Module):
         cls, path_dir: str | Path, map_location: str | torch.device = "cpu"
     ) -> PosteriorEstimator:
         """Rebuild a model from :meth:`save` output (safetensors, never pickle)."""
-        model = cls(EstimatorConfig.from_dict(read_card(path_dir)["config"]))
+        model = cls(EstimatorConfig.from_card(read_card(path_dir)["config"]))
         return load_weights(model, path_dir, map_location)

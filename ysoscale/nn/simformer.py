@@ -941,7 +941,7 @@ def config_from_card(card: Mapping[str, Any]) -> EstimatorConfig | SimformerConf
     """
     if card.get("estimator", "npe") == ESTIMATOR_NAME:
         return SimformerConfig.from_dict(card["config"])
-    return EstimatorConfig.from_dict(card["config"])
+    return EstimatorConfig.from_card(card["config"])
 
 
 def load_estimator(

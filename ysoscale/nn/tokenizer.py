@@ -7,8 +7,12 @@ Normalisation (IrisML centres the magnitudes per star; we keep the absolute leve
   star's *observed* magnitudes. Colours live in the centred magnitudes.
 * summary token = learned id + ``Linear(2, width)([(m_mean - 15) / 5, n_observed / n_band])``.
   The absolute brightness matters: with a parallax it constrains the luminosity.
-* parallax token = learned id + ``Linear(2, width)([clip(parallax / parallax_error, +-100) / 10,
-  log10(parallax_error)])`` (mas); masked when the parallax or its error is missing.
+* parallax token = learned id + ``Linear(2, width)([asinh(parallax / parallax_error) / 3,
+  log10(parallax_error)])`` (mas); masked when the parallax or its error is missing. For a
+  significant parallax ``asinh(S/N) = ln(2 S/N)``, so ``log10(parallax)`` (the distance
+  modulus) is linear in the two features at any S/N, and a negative parallax keeps its sign.
+  Models saved with ``parallax_encoding = "snr_clip"`` use ``clip(S/N, ±100) / 10`` instead,
+  which cannot tell S/N 100 from S/N 1000.
 
 A band is observed when its magnitude and error are finite and the error is positive.
 Nothing depends on the column order except through the band-id embedding.
@@ -134,8 +138,12 @@ class BandTokenizer(nn.Module):
             has_plx = has_plx & (parallax_error > 0)
             safe_err = torch.where(has_plx, parallax_error, torch.ones_like(parallax_error))
             safe_plx = torch.where(has_plx, parallax, torch.zeros_like(parallax))
-            snr = (safe_plx / safe_err).clamp(-100.0, 100.0) / 10.0
-            feat = torch.stack([snr, torch.log10(safe_err)], dim=1).to(mag.dtype)
+            snr = safe_plx / safe_err
+            if self.config.parallax_encoding == "asinh":
+                snr_feature = torch.asinh(snr) / 3.0
+            else:  # "snr_clip", models trained before the asinh encoding
+                snr_feature = snr.clamp(-100.0, 100.0) / 10.0
+            feat = torch.stack([snr_feature, torch.log10(safe_err)], dim=1).to(mag.dtype)
             feat = torch.where(has_plx.unsqueeze(1), feat, torch.zeros_like(feat))
             tokens.append((self.parallax_id + self.parallax_embedding(feat)).unsqueeze(1))
             masks.append(~has_plx.unsqueeze(1))

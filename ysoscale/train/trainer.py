@@ -134,6 +134,7 @@ def train(
     *,
     extend_from: str | Path | None = None,
     new_bands: Sequence[str] = (),
+    init_from: str | Path | None = None,
     progress: bool = True,
 ) -> TrainingReport:
     """Train a :class:`PosteriorEstimator` on a simulated store; resume if interrupted.
@@ -148,6 +149,11 @@ def train(
     With ``new_bands``, the model in ``extend_from`` is extended by those bands and only
     their embeddings are trained (:mod:`ysoscale.train.extend`); ``estimator`` is then
     ignored, and the old bands' posteriors stay exactly as they were.
+
+    With ``init_from`` (a model directory), a new run starts from that model's weights
+    wherever a weight of ``estimator`` has the same name and shape (a warm start: e.g. the
+    same architecture with another ``parallax_encoding``, whose parallax embedding must be
+    relearnt while the rest is already trained). Ignored when resuming from a checkpoint.
 
     Examples
     --------
@@ -223,6 +229,10 @@ def train(
             print(f"training stores changed ({previous} -> {store_names}): "
                   "the best validation NLL starts afresh")  # fmt: skip
             state["best"], state["bad_epochs"] = math.inf, 0
+    elif init_from is not None:
+        copied = warm_start(model, PosteriorEstimator.load(init_from, map_location=device))
+        print(f"initialised {copied} weight tensors from {init_from}")
+        extension = extension | {"initialised_from": str(init_from)}
     state["stores"] = store_names
 
     started = time.perf_counter()
@@ -281,6 +291,27 @@ def train(
             break
     return TrainingReport(out, state["epoch"], state["best"], stopped_early,
                           time.perf_counter() - started)  # fmt: skip
+
+
+def warm_start(model: torch.nn.Module, source: torch.nn.Module) -> int:
+    """Copy into ``model`` every weight of ``source`` with the same name and shape; return
+    how many were copied. Names the weights left at their initial values.
+
+    Raises
+    ------
+    ValueError
+        If no weight matches (a warm start from an unrelated model).
+    """
+    theirs = source.state_dict()
+    ours = model.state_dict()
+    same = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    if not same:
+        raise ValueError("no weight of the initial model matches the new model's")
+    left = sorted(set(ours) - set(same))
+    if left:
+        print(f"warm start: {len(left)} tensors keep their initial values: {left[:8]}")
+    model.load_state_dict(same, strict=False)
+    return len(same)
 
 
 def out_of_time(training: TrainingConfig, state: dict, started: float) -> bool:
