@@ -4,7 +4,8 @@ For stars of the store's validation split (never seen in training), per survey c
 (Gaia only; Gaia+2MASS; Gaia+2MASS+WISE+PS1; all): expected-versus-empirical coverage of
 central credible intervals at 10 levels for every parameter, and the MAD / RMS of the
 posterior median against the truth, for the parameters the model infers and for Teff and
-log g derived from each sample through the isochrones. With ``--importance N`` the first
+log g derived from each sample through the isochrones; for all surveys, also the distance
+parameter by parallax S/N (< 5, 5-20, 20-100, > 100). With ``--importance N`` the first
 N stars of the "all" combination are also importance-sampled (estimator as proposal, the
 forward-model likelihood, the fitted prior density; :mod:`ysoscale.infer.importance`) and
 their coverage is reported before and after, with the sampling efficiency and the share of
@@ -115,6 +116,31 @@ def _derived_stats(forward: ForwardModel, names, samples, truth) -> dict[str, di
     }
 
 
+SNR_BINS = ((-np.inf, 5.0), (5.0, 20.0), (20.0, 100.0), (100.0, np.inf))
+"""Parallax S/N bins of the distance check."""
+
+
+def _by_parallax_snr(samples, truth, names, parallax, parallax_error) -> dict[str, dict]:
+    """Accuracy and coverage of the distance parameter by parallax S/N (stars with one).
+
+    The S/N bins separate what the parallax token must carry: at S/N > 100 the distance is
+    known to 1 %, and an estimator that cannot read such parallaxes shows it here first.
+    """
+    name = next((p for p in ("log10_distance", "distance_modulus") if p in names), None)
+    if name is None:
+        return {}
+    j = names.index(name)
+    snr = parallax / parallax_error
+    out = {}
+    for lo, hi in SNR_BINS:
+        rows = np.isfinite(snr) & (snr >= lo) & (snr < hi)
+        if rows.sum() < 20:
+            continue
+        stats = _stats(samples[rows][..., j : j + 1], truth[rows][:, j : j + 1], [name])[name]
+        out[f"{lo:g}-{hi:g}"] = {"n": int(rows.sum()), **stats}
+    return {name: out}
+
+
 def _importance(model, forward, data, n: int, n_samples: int) -> dict[str, object]:
     """Coverage of the first ``n`` stars (all surveys) before and after importance sampling."""
     from ysoscale.infer.importance import importance_sample
@@ -189,6 +215,16 @@ def main() -> None:
                                   if p in stats)
                      + f" | {worst:.3f} |")  # fmt: skip
         summary[label] = {"n": int(rows.sum()), **stats}
+        if label == "all":
+            by_snr = _by_parallax_snr(samples, truth, names, parallax, parallax_error)
+            for name, bins in by_snr.items():
+                print(f"  {name} by parallax S/N:")
+                for key, b in bins.items():
+                    print(
+                        f"    S/N {key:<10}{b['n']:>8,} stars  MAD {b['mad']:.3f}  "
+                        f"bias {b['bias']:+.3f}  max |cov-exp| {b['max_coverage_error']:.3f}"
+                    )
+            summary["distance_by_parallax_snr"] = by_snr
     if args.importance:
         forward = forward.to(args.device)
         summary["importance"] = _importance(model, forward, data, args.importance, args.samples)
