@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _calibration(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("calibration_bm", BENCHMARKS / "calibration.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.validate import load_benchmark
 
 
 def test_distance_by_parallax_snr_finds_the_biased_bin(monkeypatch) -> None:
     """Posteriors exact below S/N 100 and shifted by +0.7 mag above: the table says so,
     per bin, and leaves out stars without a parallax."""
-    calibration = _calibration(monkeypatch)
+    calibration = load_benchmark("calibration", monkeypatch)
     rng = np.random.default_rng(0)
     n, n_samples = 4000, 64
     truth = rng.normal(10.0, 2.0, (n, 2))

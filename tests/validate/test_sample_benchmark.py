@@ -5,20 +5,18 @@ it simulating the store: marked slow."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
+from tests.validate import load_benchmark
 from ysoscale.nn import EstimatorConfig, PosteriorEstimator
 from ysoscale.nn.simformer import Simformer
 from ysoscale.nn.simformer_config import SimformerConfig
 from ysoscale.simulate.config import SimulationConfig
 from ysoscale.simulate.run import simulate
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 GAIA_TMASS = ("gaia_g", "gaia_bp", "gaia_rp", "tmass_j", "tmass_h", "tmass_ks")
 STEPS = (1, 3)
 
@@ -26,11 +24,7 @@ STEPS = (1, 3)
 @pytest.fixture
 def benchmark(monkeypatch):
     """benchmarks/sample.py as a module (it imports calibration.py as a script would)."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("sample_benchmark", BENCHMARKS / "sample.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("sample", monkeypatch)
 
 
 @pytest.fixture

@@ -26,16 +26,19 @@ Simformer), by device type. On the CPU, 2**18 tokens per call were 2.4x slower t
 (page faults again)."""
 
 
+def _for_device(sizes: dict[str, int], device: torch.device | str) -> int:
+    """The CPU entry of ``sizes`` on a CPU, the CUDA entry on any accelerator."""
+    return sizes["cpu"] if torch.device(device).type == "cpu" else sizes["cuda"]
+
+
 def rows_per_call(device: torch.device | str) -> int:
     """:data:`ROWS_PER_CALL` of ``device`` (the CUDA value for any accelerator)."""
-    kind = torch.device(device).type
-    return ROWS_PER_CALL["cpu"] if kind == "cpu" else ROWS_PER_CALL["cuda"]
+    return _for_device(ROWS_PER_CALL, device)
 
 
 def tokens_per_call(device: torch.device | str) -> int:
     """:data:`TOKENS_PER_CALL` of ``device`` (the CUDA value for any accelerator)."""
-    kind = torch.device(device).type
-    return TOKENS_PER_CALL["cpu"] if kind == "cpu" else TOKENS_PER_CALL["cuda"]
+    return _for_device(TOKENS_PER_CALL, device)
 
 
 def stars_per_call(device: torch.device | str, n_samples: int) -> int:
