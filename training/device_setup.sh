@@ -9,6 +9,8 @@ fi
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 YSOSCALE_CACHE_DIR=/root/cache
 mkdir -p /root/cache
 if [ -d .devA/cache ]; then cp -r .devA/cache/. /root/cache/; fi
+# the grids packed by training/pack_grids.py (quantised to fit the transfer limit)
+if [ -d .devA/grids ]; then python3 training/pack_grids.py unpack --src .devA/grids || return 1; fi
 if [ -d .devB/dmag_dav ]; then
     cp -r .devB/dmag_dav /root/cache/photometry_phoenix-kurucz_G23.zarr/
 fi

@@ -13,6 +13,7 @@ import pytest
 
 from ysoscale.physics.passbands import BAND_IDS
 from ysoscale.simulate.surveys import (
+    GALACTIC_TO_ICRS,
     SURVEY_MODELS,
     SURVEYS,
     Observation,
@@ -381,3 +382,12 @@ def test_unsaturated_stars_keep_bands_brighter_than_saturation():
     with pytest.raises(ValueError, match="unsaturated must have shape"):
         observe(true_mag, l_deg, b_deg, np.ones(n), np.random.default_rng(3),
                 unsaturated=chosen[:10])  # fmt: skip
+
+
+def test_galactic_to_icrs_constant_is_astropys_rotation():
+    from astropy import units as u
+    from astropy.coordinates import ICRS, Galactic
+
+    basis = Galactic(l=[0.0, 90.0, 0.0] * u.deg, b=[0.0, 0.0, 90.0] * u.deg)
+    xyz = np.array(basis.transform_to(ICRS()).cartesian.xyz.value)
+    np.testing.assert_allclose(GALACTIC_TO_ICRS, xyz, rtol=0, atol=1e-15)

@@ -485,27 +485,22 @@ def gaia_parallax_error(g_mag: np.ndarray) -> np.ndarray:
 # --- coordinates ----------------------------------------------------------------------------
 
 
-@functools.cache
-def _galactic_to_icrs_matrix() -> np.ndarray:
-    """Rotation taking Galactic unit vectors to ICRS ones, derived once from astropy.
-
-    astropy's Galactic -> ICRS transform is a chain of constant rotations (Galactic -> FK5
-    J2000 -> ICRS frame bias), so one matrix reproduces it to rounding.
-    """
-    import astropy.units as u
-    from astropy.coordinates import ICRS, Galactic
-
-    basis = Galactic(l=[0.0, 90.0, 0.0] * u.deg, b=[0.0, 0.0, 90.0] * u.deg)
-    xyz = basis.transform_to(ICRS()).cartesian.xyz.value  # (3 components, 3 basis vectors)
-    matrix = np.array(xyz, dtype=np.float64)
-    matrix.setflags(write=False)
-    return matrix
+GALACTIC_TO_ICRS = np.array([
+    [-0.05487565771259218, 0.49410943719272665, -0.8676661375596585],
+    [-0.8734370519556162, -0.4448297212232957, -0.19807633727300056],
+    [-0.4838350736167156, 0.7469821839866677, 0.45598381368730206],
+])  # fmt: skip
+"""Rotation taking Galactic unit vectors to ICRS ones: astropy's Galactic -> ICRS transform
+(Galactic -> FK5 J2000 -> ICRS frame bias, a chain of constant rotations) evaluated on the
+Galactic basis. Kept as a constant so that simulation workers need no astropy (GPU nodes
+and slim containers lack it); ``tests/simulate`` checks it against astropy to 1e-15."""
+GALACTIC_TO_ICRS.setflags(write=False)
 
 
 def galactic_to_icrs(l_deg: np.ndarray, b_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Galactic (l, b) to ICRS (ra, dec), all in degrees; ra in [0, 360).
 
-    Uses a rotation matrix derived from astropy on first use and cached, so converting
+    Uses the constant rotation :data:`GALACTIC_TO_ICRS` (astropy's transform), so converting
     millions of points costs a few array passes and no astropy overhead.
 
     Examples
@@ -522,7 +517,7 @@ def galactic_to_icrs(l_deg: np.ndarray, b_deg: np.ndarray) -> tuple[np.ndarray, 
     gy = np.sin(l_rad)
     gy *= cos_b
     gz = np.sin(b_rad)
-    m = _galactic_to_icrs_matrix()
+    m = GALACTIC_TO_ICRS
     x = m[0, 0] * gx + m[0, 1] * gy + m[0, 2] * gz
     y = m[1, 0] * gx + m[1, 1] * gy + m[1, 2] * gz
     z = m[2, 0] * gx + m[2, 1] * gy + m[2, 2] * gz
