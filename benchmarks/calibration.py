@@ -13,7 +13,8 @@ stars flagged out of distribution. Prints a markdown table (for the README); las
 one JSON object.
 
     python benchmarks/calibration.py --store HELDOUT.zarr --split all [--model MODEL_DIR]
-        [--n 100000] [--importance 2000] [--device cpu|cuda] [--quick]
+        [--n 100000] [--importance 2000 [--importance-min-ess 64]] [--device cpu|cuda]
+        [--quick]
 
 Use a store the model never saw (``ysoscale simulate --seed`` other than the training
 store's, ``--split all``), or the validation split of the training store.
@@ -141,8 +142,11 @@ def _by_parallax_snr(samples, truth, names, parallax, parallax_error) -> dict[st
     return {name: out}
 
 
-def _importance(model, forward, data, n: int, n_samples: int) -> dict[str, object]:
-    """Coverage of the first ``n`` stars (all surveys) before and after importance sampling."""
+def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | None,
+                max_proposal: int) -> dict[str, object]:  # fmt: skip
+    """Coverage of the first ``n`` stars (all surveys) before and after importance sampling
+    (``4 * n_samples`` proposals; stars with an ESS below ``min_ess`` are redrawn from
+    ``max_proposal``)."""
     from ysoscale.infer.importance import importance_sample
     from ysoscale.infer.prior_density import load_default_prior_density
 
@@ -155,7 +159,8 @@ def _importance(model, forward, data, n: int, n_samples: int) -> dict[str, objec
     start = time.perf_counter()
     result = importance_sample(model, forward, prior, mag, err, parallax, parallax_error,
                                n_proposal=4 * n_samples, n_out=n_samples,
-                               error_floor=0.0, seed=0)  # fmt: skip
+                               error_floor=0.0, seed=0, min_ess=min_ess,
+                               max_proposal=max_proposal)  # fmt: skip
     seconds = time.perf_counter() - start
     names = list(model.config.params)
     keep = ~result.ood.cpu().numpy()
@@ -164,6 +169,10 @@ def _importance(model, forward, data, n: int, n_samples: int) -> dict[str, objec
     return {
         "n": int(len(truth)),
         "stars_per_s": len(truth) / seconds,
+        "min_ess": min_ess,
+        "max_proposal": max_proposal,
+        "refined_fraction": float((result.n_proposals > 4 * n_samples).float().mean()),
+        "median_ess": float(result.ess.median()),
         "median_efficiency": float(result.efficiency.median()),
         "ood_fraction": float(result.ood.float().mean()),
         "max_coverage_error_before": {k: v["max_coverage_error"] for k, v in before.items()},
@@ -181,6 +190,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--importance", type=int, default=0, help="stars to importance-sample")
+    parser.add_argument("--importance-min-ess", type=float, default=None,
+                        help="redraw stars below this ESS from --importance-max-proposal "
+                        "proposals (default: no refinement)")  # fmt: skip
+    parser.add_argument("--importance-max-proposal", type=int, default=2048)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="2000 stars")
     args = parser.parse_args()
@@ -227,7 +240,9 @@ def main() -> None:
             summary["distance_by_parallax_snr"] = by_snr
     if args.importance:
         forward = forward.to(args.device)
-        summary["importance"] = _importance(model, forward, data, args.importance, args.samples)
+        summary["importance"] = _importance(model, forward, data, args.importance, args.samples,
+                                            args.importance_min_ess,
+                                            args.importance_max_proposal)  # fmt: skip
         print(f"\nimportance sampling ({args.importance} stars, all surveys):")
         print(json.dumps(summary["importance"], indent=1))
     print("\n" + "\n".join(table))

@@ -395,3 +395,34 @@ def test_smoke_with_the_real_forward_model(photometry_grid, isochrone_grid):
     total = torch.logsumexp(result.log_weight[ok].double(), dim=-1)
     assert torch.allclose(total, torch.zeros_like(total), atol=1e-5)
     assert torch.all(torch.isneginf(result.log_weight[~result.valid]))
+
+
+def test_min_ess_refines_only_the_poorly_sampled_stars():
+    _, mag = simulate(6, seed=4)
+    base = run_toy(mag, n_proposal=64, n_out=32, seed=3)
+    min_ess = float(base.ess.median())  # about half the stars fall below it
+    refined = run_toy(mag, n_proposal=64, n_out=32, seed=3, min_ess=min_ess, max_proposal=1024)
+    low = base.ess < min_ess
+    assert 0 < int(low.sum()) < 6
+    # well-sampled stars are untouched, bit for bit
+    assert torch.equal(refined.samples[~low], base.samples[~low])
+    assert torch.equal(refined.ess[~low], base.ess[~low])
+    n_used, index = refined.n_proposals, refined.index
+    assert torch.all(n_used[~low] == 64) and torch.all(n_used[low] == 1024)
+    assert torch.all(index[low] == -1) and torch.equal(index[~low], base.index[~low])
+    # 16x the draws: the ESS grows by about that (efficiency is a property of q and p)
+    assert torch.all(refined.ess[low] > 4.0 * base.ess[low]), (refined.ess, base.ess)
+    assert torch.allclose(refined.efficiency, refined.ess / refined.n_proposals)
+    # the per-proposal fields keep the first pass
+    assert torch.equal(refined.proposal, base.proposal)
+    # seeded: the same call gives the same refined draws
+    again = run_toy(mag, n_proposal=64, n_out=32, seed=3, min_ess=min_ess, max_proposal=1024)
+    assert torch.equal(again.samples, refined.samples)
+
+
+def test_min_ess_needs_resampling_and_a_larger_pool():
+    _, mag = simulate(1, seed=4)
+    with pytest.raises(ValueError, match="resample"):
+        run_toy(mag, n_proposal=16, resample=False, min_ess=8)
+    with pytest.raises(ValueError, match="max_proposal"):
+        run_toy(mag, n_proposal=16, min_ess=8, max_proposal=16)

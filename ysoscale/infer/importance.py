@@ -60,6 +60,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,7 +179,9 @@ class ImportanceResult:
     index : Tensor (n, n_out) or None
         Proposal index of each resampled draw (None with ``resample=False``).
     ess, efficiency : Tensor (n,)
-        Effective sample size ``(Σw)²/Σw²`` and ``ess / S``.
+        Effective sample size ``(Σw)²/Σw²`` and ``ess / n_proposals``.
+    n_proposals : Tensor (n,)
+        Proposal draws behind ``ess`` (``S``, or ``max_proposal`` for refined stars).
     ood : Tensor (n,) bool
         ``efficiency < ood_threshold``.
     params : tuple of str
@@ -196,6 +199,7 @@ class ImportanceResult:
     efficiency: Tensor
     ood: Tensor
     params: tuple[str, ...]
+    n_proposals: Tensor | None = None
 
 
 def normalise_log_weights(log_weight: Tensor) -> Tensor:
@@ -440,6 +444,8 @@ def importance_sample(
     disk: DiskMarginal | None = DEFAULT_DISK,
     seed: int | None = 0,
     batch_size: int = 256,
+    min_ess: float | None = None,
+    max_proposal: int | None = None,
 ) -> ImportanceResult:
     """Importance-sample the exact posterior of every star with the estimator as proposal.
 
@@ -480,6 +486,16 @@ def importance_sample(
         None uses the global RNG as it is.
     batch_size : int
         Stars per batch; memory grows as ``batch_size * n_proposal * n_band``.
+    min_ess, max_proposal : float, int, optional
+        ESS-targeted refinement (needs ``resample``). Self-normalised weights from a few
+        effective samples give intervals that are too narrow: on held-out simulated stars
+        with the default model, 256 proposals (median ESS ~28) under-covered by 0.04-0.09,
+        2048 by 0.03 (A_V 0.07). With ``min_ess``, every star whose ESS from the first
+        ``n_proposal`` draws is below it is importance-sampled again from ``max_proposal``
+        fresh draws (default ``8 * n_proposal``); its ``samples``, ``index`` (set to -1),
+        ``ess``, ``n_proposals`` and ``efficiency`` come from that second pass, while the
+        per-proposal fields keep the first pass. Costs ``max_proposal`` draws per refined
+        star; stars that were already well sampled are untouched (bit for bit).
 
     Returns
     -------
@@ -531,6 +547,11 @@ def importance_sample(
 
     if not (resample or keep_proposal):
         raise ValueError("keep_proposal=False needs resample=True (nothing would be returned)")
+    if min_ess is not None and not resample:
+        raise ValueError("min_ess refines the resampled draws: it needs resample=True")
+    max_proposal = max_proposal or 8 * n_proposal
+    if min_ess is not None and max_proposal <= n_proposal:
+        raise ValueError(f"max_proposal ({max_proposal}) must exceed n_proposal ({n_proposal})")
     settings = _Settings(n_proposal, n_out, resample, keep_proposal, error_floor, disk)
     fork = [] if device.type == "cpu" else [device]
     parts: dict[str, list[Tensor]] = {}
@@ -547,10 +568,25 @@ def importance_sample(
             part = _one_batch(model, forward, prior, columns, data, settings, generator)
             for key, value in part.items():
                 parts.setdefault(key, []).append(value)
-    if not parts:
-        raise ValueError("no stars given")
-    out = {key: torch.cat(values) for key, values in parts.items()}
-    efficiency = out["ess"] / n_proposal
+        if not parts:
+            raise ValueError("no stars given")
+        out = {key: torch.cat(values) for key, values in parts.items()}
+        out["n_proposals"] = torch.full_like(out["ess"], float(n_proposal))
+        if min_ess is not None:
+            refine = dataclasses.replace(settings, n_proposal=max_proposal, keep_proposal=False)
+            stars = torch.nonzero(out["ess"] < min_ess).flatten()
+            step = max(1, batch_size * n_proposal // max_proposal)  # same memory per batch
+            for start in range(0, len(stars), step):
+                rows = stars[start : start + step]
+                data = (mag[rows], mag_err[rows],
+                        None if parallax is None else parallax[rows],
+                        None if parallax_error is None else parallax_error[rows])  # fmt: skip
+                part = _one_batch(model, forward, prior, columns, data, refine, generator)
+                out["samples"][rows] = part["samples"]
+                out["ess"][rows] = part["ess"]
+                out["index"][rows] = -1
+                out["n_proposals"][rows] = float(max_proposal)
+    efficiency = out["ess"] / out["n_proposals"]
     return ImportanceResult(
         samples=out["samples"] if resample else out["proposal"],
         proposal=out.get("proposal"),
@@ -564,6 +600,7 @@ def importance_sample(
         efficiency=efficiency,
         ood=efficiency < ood_threshold,
         params=params,
+        n_proposals=out["n_proposals"],
     )
 
 
