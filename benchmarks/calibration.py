@@ -143,7 +143,7 @@ def _by_parallax_snr(samples, truth, names, parallax, parallax_error) -> dict[st
 
 
 def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | None,
-                max_proposal: int) -> dict[str, object]:  # fmt: skip
+                max_proposal: int, flux_scaled: bool = False) -> dict[str, object]:  # fmt: skip
     """Coverage of the first ``n`` stars (all surveys) before and after importance sampling
     (``4 * n_samples`` proposals; stars with an ESS below ``min_ess`` are redrawn from
     ``max_proposal``)."""
@@ -160,7 +160,8 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
     result = importance_sample(model, forward, prior, mag, err, parallax, parallax_error,
                                n_proposal=4 * n_samples, n_out=n_samples,
                                error_floor=0.0, seed=0, min_ess=min_ess,
-                               max_proposal=max_proposal)  # fmt: skip
+                               max_proposal=max_proposal,
+                               flux_scaled_errors=flux_scaled)  # fmt: skip
     seconds = time.perf_counter() - start
     names = list(model.config.params)
     keep = ~result.ood.cpu().numpy()
@@ -170,6 +171,7 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
         "n": int(len(truth)),
         "stars_per_s": len(truth) / seconds,
         "min_ess": min_ess,
+        "flux_scaled_errors": flux_scaled,
         "max_proposal": max_proposal,
         "refined_fraction": float((result.n_proposals > 4 * n_samples).float().mean()),
         "median_ess": float(result.ess.median()),
@@ -194,6 +196,8 @@ def main() -> None:
                         help="redraw stars below this ESS from --importance-max-proposal "
                         "proposals (default: no refinement)")  # fmt: skip
     parser.add_argument("--importance-max-proposal", type=int, default=2048)
+    parser.add_argument("--importance-flux-scaled", action="store_true",
+                        help="carry reported errors to each sample's magnitude")  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="2000 stars")
     args = parser.parse_args()
@@ -242,7 +246,8 @@ def main() -> None:
         forward = forward.to(args.device)
         summary["importance"] = _importance(model, forward, data, args.importance, args.samples,
                                             args.importance_min_ess,
-                                            args.importance_max_proposal)  # fmt: skip
+                                            args.importance_max_proposal,
+                                            args.importance_flux_scaled)  # fmt: skip
         print(f"\nimportance sampling ({args.importance} stars, all surveys):")
         print(json.dumps(summary["importance"], indent=1))
     print("\n" + "\n".join(table))

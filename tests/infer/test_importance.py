@@ -426,3 +426,29 @@ def test_min_ess_needs_resampling_and_a_larger_pool():
         run_toy(mag, n_proposal=16, resample=False, min_ess=8)
     with pytest.raises(ValueError, match="max_proposal"):
         run_toy(mag, n_proposal=16, min_ess=8, max_proposal=16)
+
+
+def test_flux_scaled_errors_follow_the_predicted_magnitude():
+    mag = torch.tensor([[10.0, 20.0]])
+    err = torch.tensor([[0.1, 0.2]])
+    pred = torch.tensor([[[10.5, 20.0], [9.5, 20.0]]])
+    scaled = photometric_log_likelihood(pred, mag, err, error_floor=0.02, flux_scaled=True)
+    plain = photometric_log_likelihood(pred, mag, err, error_floor=0.02)
+
+    def by_hand(m_hat: float) -> float:
+        total = 0.0
+        for m, s, p in ((10.0, 0.1, m_hat), (20.0, 0.2, 20.0)):
+            var = s**2 * 10 ** (0.8 * (p - m)) + 0.02**2
+            total += -0.5 * ((p - m) ** 2 / var + math.log(2 * math.pi * var))
+        return total
+
+    assert scaled[0, 0].item() == pytest.approx(by_hand(10.5), rel=1e-6)
+    assert scaled[0, 1].item() == pytest.approx(by_hand(9.5), rel=1e-6)
+    # a prediction fainter than observed is penalised less than one as much brighter
+    assert scaled[0, 0] > scaled[0, 1]
+    assert plain[0, 0].item() == pytest.approx(plain[0, 1].item(), rel=1e-12)
+    # where the prediction is the observation, both likelihoods agree
+    same = torch.tensor([[[10.0, 20.0]]])
+    assert photometric_log_likelihood(same, mag, err, 0.02, flux_scaled=True).item() == (
+        pytest.approx(photometric_log_likelihood(same, mag, err, 0.02).item(), rel=1e-12)
+    )

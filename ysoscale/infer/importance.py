@@ -154,6 +154,7 @@ class _Settings:
     keep_proposal: bool
     error_floor: float
     disk: DiskMarginal | None
+    flux_scaled_errors: bool = False
 
 
 @dataclass
@@ -264,12 +265,23 @@ def systematic_resample(
 
 
 def photometric_log_likelihood(
-    pred_mag: Tensor, mag: Tensor, mag_err: Tensor, error_floor: float = DEFAULT_ERROR_FLOOR
+    pred_mag: Tensor,
+    mag: Tensor,
+    mag_err: Tensor,
+    error_floor: float = DEFAULT_ERROR_FLOOR,
+    flux_scaled: bool = False,
 ) -> Tensor:
     """Gaussian log-likelihood ``(n, S)`` of observed magnitudes ``(n, B)`` given predictions
     ``(n, S, B)``; unobserved bands (NaN magnitude or error, error ≤ 0) contribute nothing.
 
     A NaN prediction in an observed band gives NaN (the caller treats it as invalid).
+
+    A catalog's error is the noise at the *observed* magnitude, while the noise that made the
+    measurement is the one at the *true* magnitude. With ``flux_scaled`` the reported error
+    is carried to the predicted magnitude as background-limited noise does,
+    ``σ(m̂) = σ_reported · 10^(0.4 (m̂ − m))`` (the floor is added after), so the variance
+    and its normalisation depend on the sample: exact for faint bands, a negligible change
+    where ``m̂ ≈ m`` (bright bands).
 
     Examples
     --------
@@ -280,9 +292,16 @@ def photometric_log_likelihood(
     True
     """
     observed = torch.isfinite(mag) & torch.isfinite(mag_err) & (mag_err > 0)
-    var = torch.where(observed, mag_err.double() ** 2 + float(error_floor) ** 2, 1.0)
+    floor_sq = float(error_floor) ** 2
     resid = pred_mag.double() - torch.where(observed, mag.double(), 0.0)[:, None, :]
-    terms = -0.5 * (resid**2 / var[:, None, :] + (_LOG_2PI + torch.log(var))[:, None, :])
+    if flux_scaled:
+        noise_sq = torch.where(observed, mag_err.double() ** 2, 1.0)[:, None, :]
+        # clamp: a prediction 20 mag off is impossible either way, and exp must stay finite
+        var = noise_sq * torch.exp((0.8 * math.log(10.0)) * resid.clamp(-20.0, 20.0)) + floor_sq
+        terms = -0.5 * (resid**2 / var + _LOG_2PI + torch.log(var))
+    else:
+        var = torch.where(observed, mag_err.double() ** 2 + floor_sq, 1.0)
+        terms = -0.5 * (resid**2 / var[:, None, :] + (_LOG_2PI + torch.log(var))[:, None, :])
     terms = torch.where(observed[:, None, :], terms, 0.0)
     return terms.sum(dim=-1)
 
@@ -371,13 +390,16 @@ def _log_likelihood(
     error_floor: float,
     disk: DiskMarginal | None,
     generator: torch.Generator | None,
+    flux_scaled: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Log-likelihood and validity ``(n, S)`` of samples ``theta (n, S, P)``."""
     mag, mag_err, parallax, parallax_error = data
     n, size, n_param = theta.shape
     inputs = _forward_inputs(theta.reshape(-1, n_param), params)
     pred, valid = _predict(forward, inputs, columns)
-    log_lik = photometric_log_likelihood(pred.view(n, size, -1), mag, mag_err, error_floor)
+    log_lik = photometric_log_likelihood(
+        pred.view(n, size, -1), mag, mag_err, error_floor, flux_scaled
+    )
     valid = valid.view(n, size) & torch.isfinite(log_lik)
     if disk is not None:
         log_p = disk.log_probability(inputs["log10_age"])
@@ -386,7 +408,7 @@ def _log_likelihood(
             pred_disk, ok, rep = _disk_predictions(forward, inputs, columns, rows, disk, generator)
             star = rep // size
             ll = photometric_log_likelihood(
-                pred_disk[:, None, :], mag[star], mag_err[star], error_floor
+                pred_disk[:, None, :], mag[star], mag_err[star], error_floor, flux_scaled
             )[:, 0]
             ll = torch.where(ok & torch.isfinite(ll), ll, -math.inf).view(-1, disk.n_draws)
             with_disk = log_p[rows] + torch.logsumexp(ll, dim=1) - math.log(disk.n_draws)
@@ -446,6 +468,7 @@ def importance_sample(
     batch_size: int = 256,
     min_ess: float | None = None,
     max_proposal: int | None = None,
+    flux_scaled_errors: bool = False,
 ) -> ImportanceResult:
     """Importance-sample the exact posterior of every star with the estimator as proposal.
 
@@ -496,6 +519,10 @@ def importance_sample(
         ``ess``, ``n_proposals`` and ``efficiency`` come from that second pass, while the
         per-proposal fields keep the first pass. Costs ``max_proposal`` draws per refined
         star; stars that were already well sampled are untouched (bit for bit).
+    flux_scaled_errors : bool
+        Carry each reported error to the sample's predicted magnitude
+        (:func:`photometric_log_likelihood`); for catalogs, and simulations, that report
+        the error at the observed magnitude.
 
     Returns
     -------
@@ -552,7 +579,8 @@ def importance_sample(
     max_proposal = max_proposal or 8 * n_proposal
     if min_ess is not None and max_proposal <= n_proposal:
         raise ValueError(f"max_proposal ({max_proposal}) must exceed n_proposal ({n_proposal})")
-    settings = _Settings(n_proposal, n_out, resample, keep_proposal, error_floor, disk)
+    settings = _Settings(n_proposal, n_out, resample, keep_proposal, error_floor, disk,
+                         flux_scaled_errors)  # fmt: skip
     fork = [] if device.type == "cpu" else [device]
     parts: dict[str, list[Tensor]] = {}
     with torch.random.fork_rng(devices=fork, enabled=seed is not None):
@@ -627,7 +655,15 @@ def _one_batch(
         log_prior = torch.as_tensor(prior.log_prob(theta.reshape(-1, len(params))))
         log_prior = log_prior.to(theta.device).view(n, size)
         log_lik, valid = _log_likelihood(
-            forward, theta, params, columns, data, settings.error_floor, settings.disk, generator
+            forward,
+            theta,
+            params,
+            columns,
+            data,
+            settings.error_floor,
+            settings.disk,
+            generator,
+            settings.flux_scaled_errors,
         )
         raw = log_prior.double() + log_lik - log_q.double()
         log_weight = normalise_log_weights(torch.where(valid, raw, -math.inf))
