@@ -24,7 +24,10 @@ with ``floor = error_floor`` (default :data:`DEFAULT_ERROR_FLOOR` = 0.01 mag) ad
 quadrature: the forward model (atmosphere grids, passbands, extinction law) and the
 surveys' calibrations are not exact to the millimagnitude, and without a floor a star with
 tiny errors would put all its weight on one sample. For simulated stars made by the same
-forward model, ``error_floor=0`` is exact. The parallax adds
+forward model, ``error_floor=0`` is exact but for one thing: catalogs and the simulator
+report the error at the *observed* magnitude, while the noise was drawn at the true one;
+``flux_scaled_errors=True`` carries each error to the sample's predicted magnitude
+(:func:`photometric_log_likelihood`). The parallax adds
 ``N(parallax | 1000 / distance_pc, parallax_error²)`` (mas) when given.
 
 A proposal sample the forward model cannot compute (off the isochrones, outside the
