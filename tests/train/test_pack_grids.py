@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import zarr
 
-SCRIPT = Path(__file__).resolve().parents[2] / "training" / "pack_grids.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("pack_grids", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests import load_script
 
 
 def test_pack_unpack_round_trip_keeps_metadata_nans_and_the_quantisation_step(tmp_path):
-    pack_grids = _module()
+    pack_grids = load_script("training/pack_grids.py")
     rng = np.random.default_rng(0)
     smooth = np.cumsum(rng.normal(0, 0.1, (12, 5, 7)), axis=0).astype(np.float32) + 10.0
     smooth[3, 2, :] = np.nan

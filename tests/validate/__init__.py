@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -10,20 +9,18 @@ from types import ModuleType
 import numpy as np
 import pandas as pd
 
+from tests import REPO, load_script
 from ysoscale.infer.cube import CubeWriter, Layout, create_or_check, padded_block
 from ysoscale.infer.kernel import P16, P84
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+BENCHMARKS = REPO / "benchmarks"
 
 
 def load_benchmark(name: str, monkeypatch) -> ModuleType:
     """``benchmarks/NAME.py`` as a module, with ``benchmarks/`` on ``sys.path`` for the
     test's duration (the scripts import each other as scripts do)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"benchmarks/{name}.py", f"{name}_benchmark")
 
 
 PARAMS = ("log10_mass", "log10_age", "mh", "av", "teff", "logg")

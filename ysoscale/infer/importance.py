@@ -201,9 +201,9 @@ class ImportanceResult:
     index: Tensor | None
     ess: Tensor
     efficiency: Tensor
+    n_proposals: Tensor
     ood: Tensor
     params: tuple[str, ...]
-    n_proposals: Tensor | None = None
 
 
 def normalise_log_weights(log_weight: Tensor) -> Tensor:
@@ -584,6 +584,11 @@ def importance_sample(
         raise ValueError(f"max_proposal ({max_proposal}) must exceed n_proposal ({n_proposal})")
     settings = _Settings(n_proposal, n_out, resample, keep_proposal, error_floor, disk,
                          flux_scaled_errors)  # fmt: skip
+
+    def star_data(rows: slice | Tensor) -> tuple[Tensor, ...]:
+        return tuple(None if a is None else a[rows]
+                     for a in (mag, mag_err, parallax, parallax_error))  # fmt: skip
+
     fork = [] if device.type == "cpu" else [device]
     parts: dict[str, list[Tensor]] = {}
     with torch.random.fork_rng(devices=fork, enabled=seed is not None):
@@ -591,11 +596,9 @@ def importance_sample(
         if seed is not None:
             torch.manual_seed(seed)
             generator = torch.Generator(device=device).manual_seed(seed + 1)
+
         for start in range(0, mag.shape[0], batch_size):
-            rows = slice(start, start + batch_size)
-            plx = None if parallax is None else parallax[rows]
-            plx_err = None if parallax_error is None else parallax_error[rows]
-            data = (mag[rows], mag_err[rows], plx, plx_err)
+            data = star_data(slice(start, start + batch_size))
             part = _one_batch(model, forward, prior, columns, data, settings, generator)
             for key, value in part.items():
                 parts.setdefault(key, []).append(value)
@@ -609,10 +612,8 @@ def importance_sample(
             step = max(1, batch_size * n_proposal // max_proposal)  # same memory per batch
             for start in range(0, len(stars), step):
                 rows = stars[start : start + step]
-                data = (mag[rows], mag_err[rows],
-                        None if parallax is None else parallax[rows],
-                        None if parallax_error is None else parallax_error[rows])  # fmt: skip
-                part = _one_batch(model, forward, prior, columns, data, refine, generator)
+                part = _one_batch(model, forward, prior, columns, star_data(rows), refine,
+                                  generator)  # fmt: skip
                 out["samples"][rows] = part["samples"]
                 out["ess"][rows] = part["ess"]
                 out["index"][rows] = -1
@@ -629,9 +630,9 @@ def importance_sample(
         index=out.get("index"),
         ess=out["ess"],
         efficiency=efficiency,
+        n_proposals=out["n_proposals"],
         ood=efficiency < ood_threshold,
         params=params,
-        n_proposals=out["n_proposals"],
     )
 
 
