@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import platformdirs
 import xarray as xr
+from filelock import FileLock
 
 CACHE_ENV = "YSOSCALE_CACHE_DIR"
 
@@ -104,7 +105,11 @@ def cached_zarr(
     """Open the store at ``path`` if current, else ``build()`` it and write it there.
 
     The new store is written next to the old one and moved into place only when
-    complete, so an interrupted build never leaves a store that looks current.
+    complete, so an interrupted build never leaves a store that looks current. A lock
+    file next to the store (``<name>.lock``) serialises processes that share the cache
+    (parallel test workers, several jobs on one node) while a store is built: one
+    builds, the others wait and then open what it wrote. A current store is opened
+    without the lock, so a read-only shared cache works.
 
     Parameters
     ----------
@@ -132,19 +137,28 @@ def cached_zarr(
             )
             expected_hash = found
     if not force and stored_hash(path) == expected_hash:
-        with xr.open_zarr(path) as ds:
-            # Local threads, never a distributed Client: on a Dask worker that has a
-            # client (e.g. after lsdb or hats-import tasks ran there) the default
-            # scheduler would be that client, and a worker plugin's setup runs in the
-            # worker's event loop, where a synchronous compute through it raises.
-            return ds.load(scheduler="threads"), False
-    dataset = build()
-    dataset.attrs["content_hash"] = expected_hash
-    tmp = path.with_name(path.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    dataset.to_zarr(tmp, mode="w", consolidated=True)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
+        return _load(path), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_name(path.name + ".lock"))):
+        if not force and stored_hash(path) == expected_hash:  # another process built it
+            return _load(path), False
+        dataset = build()
+        dataset.attrs["content_hash"] = expected_hash
+        tmp = path.with_name(path.name + ".partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        dataset.to_zarr(tmp, mode="w", consolidated=True)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
     return dataset, True
+
+
+def _load(path: Path) -> xr.Dataset:
+    """Load the store at ``path`` into memory."""
+    with xr.open_zarr(path) as ds:
+        # Local threads, never a distributed Client: on a Dask worker that has a
+        # client (e.g. after lsdb or hats-import tasks ran there) the default
+        # scheduler would be that client, and a worker plugin's setup runs in the
+        # worker's event loop, where a synchronous compute through it raises.
+        return ds.load(scheduler="threads")
