@@ -1,8 +1,9 @@
 """Coverage, SBC and TARP on Gaussian toy posteriors whose calibration is known.
 
 Tolerances follow from the sample size: an empirical coverage of n stars scatters by
-sqrt(p (1 - p) / n) around its expectation, which for central intervals from L samples
-(linear-interpolation quantiles) is level × (L - 1) / (L + 1).
+sqrt(p (1 - p) / n) around its expectation, the level itself (rank-based coverage is exact
+for any number L of samples per star; sample-quantile intervals would cover only
+level × (L - 1) / (L + 1)).
 """
 
 from __future__ import annotations
@@ -41,9 +42,22 @@ def test_calibrated_coverage_is_within_binomial_scatter(calibrated):
     samples, truth = calibrated
     cov = coverage(samples, truth)
     assert cov.shape == (len(LEVELS), len(PARAMS))
-    expected = LEVELS * (L - 1) / (L + 1)
-    tolerance = coverage_tolerance(expected, N, k=K)
-    assert np.all(np.abs(cov - expected[:, None]) < tolerance[:, None]), cov - expected[:, None]
+    tolerance = coverage_tolerance(LEVELS, N, k=K)
+    assert np.all(np.abs(cov - LEVELS[:, None]) < tolerance[:, None]), cov - LEVELS[:, None]
+
+
+def test_coverage_from_few_samples_has_no_finite_sample_bias():
+    """With 9 samples per star the sample-quantile interval of level 0.95 covers only
+    0.95 × 8 / 10 = 0.76 of calibrated truths; the rank-based coverage stays at the level."""
+    n, few = 20_000, 9
+    samples, truth = toy_posteriors(n, few, seed=13)
+    cov = coverage(samples, truth)
+    tolerance = coverage_tolerance(LEVELS, n, k=K)
+    assert np.all(np.abs(cov - LEVELS[:, None]) < tolerance[:, None]), cov - LEVELS[:, None]
+    lo = np.quantile(samples, 0.5 - LEVELS[-1] / 2, axis=1)
+    hi = np.quantile(samples, 0.5 + LEVELS[-1] / 2, axis=1)
+    quantile_interval = ((truth >= lo) & (truth <= hi)).mean(axis=0)
+    assert np.all(LEVELS[-1] - quantile_interval > 0.15)
 
 
 def test_overconfident_coverage_is_detected(overconfident):
@@ -55,16 +69,15 @@ def test_overconfident_coverage_is_detected(overconfident):
     assert np.all(LEVELS[4] - cov[4] > 0.15)
 
 
-def test_coverage_fast_path_matches_the_plain_formula(calibrated):
-    """The benchmark's former implementation, verbatim: the refactor changed no number."""
-    samples, truth = calibrated
-    samples, truth = samples[:500].astype(np.float32), truth[:500].astype(np.float32)
-    plain = np.empty((len(LEVELS), truth.shape[1]))
-    for i, level in enumerate(LEVELS):
-        lo = np.quantile(samples, 0.5 - level / 2, axis=1)
-        hi = np.quantile(samples, 0.5 + level / 2, axis=1)
-        plain[i] = ((truth >= lo) & (truth <= hi)).mean(axis=0)
-    np.testing.assert_array_equal(coverage(samples, truth), plain)
+def test_coverage_is_repeatable_and_counts_ties_fairly():
+    samples, truth = toy_posteriors(500, 20, seed=14)
+    first = coverage(samples, truth)
+    np.testing.assert_array_equal(first, coverage(samples, truth))
+    # a posterior that is a point mass at the truth: every rank is a tie, u ~ U(0, 1)
+    point = np.repeat(truth[:, None, :], 20, axis=1)
+    cov = coverage(np.tile(point, (10, 1, 1)), np.tile(truth, (10, 1)))
+    tolerance = coverage_tolerance(LEVELS, 5000, k=K)
+    assert np.all(np.abs(cov - LEVELS[:, None]) < tolerance[:, None])
 
 
 def test_coverage_with_missing_values_uses_the_finite_samples(calibrated):
@@ -73,15 +86,18 @@ def test_coverage_with_missing_values_uses_the_finite_samples(calibrated):
     samples[rng.random(samples.shape) < 0.2] = np.nan
     samples[:5, :, 0] = np.nan  # stars with no finite sample of a parameter
     truth[5:10, 1] = np.nan  # stars without a label
-    cov = coverage(samples, truth)
+    cov = coverage(samples, truth, rng=np.random.default_rng(4))
     ok = usable(samples, truth)
     assert ok[:5, 0].sum() == 0 and ok[5:10, 1].sum() == 0 and ok[10:].all()
+    draws = np.random.default_rng(4).random(truth.shape)  # the same V as coverage drew
     for j in range(len(PARAMS)):
-        rows = ok[:, j]
+        rows = np.flatnonzero(ok[:, j])
+        u = np.empty(len(rows))
+        for k, star in enumerate(rows):
+            finite = samples[star, :, j][np.isfinite(samples[star, :, j])]
+            u[k] = ((finite < truth[star, j]).sum() + draws[star, j]) / (len(finite) + 1)
         for i, level in enumerate(LEVELS):
-            lo = np.nanquantile(samples[rows, :, j], 0.5 - level / 2, axis=1)
-            hi = np.nanquantile(samples[rows, :, j], 0.5 + level / 2, axis=1)
-            inside = (truth[rows, j] >= lo) & (truth[rows, j] <= hi)
+            inside = np.abs(u - 0.5) <= level / 2
             assert cov[i, j] == pytest.approx(inside.mean(), abs=1e-12)
     nothing = coverage(np.full((3, 4, 1), np.nan), np.zeros((3, 1)))
     assert np.isnan(nothing).all()

@@ -6,7 +6,9 @@ Every function takes ``samples`` of shape ``(star, sample, param)`` and ``truth`
 parameter, never propagated.
 
 - Coverage: share of truths inside the central credible interval of each level; for a
-  calibrated posterior it equals the level (Talts et al. 2018 use the same check).
+  calibrated posterior it equals the level (Talts et al. 2018 use the same check). It is
+  computed from the truth's rank among the samples, which is exact for any number of
+  samples (sample quantiles are not: see :func:`coverage`).
 - SBC (simulation-based calibration, Talts et al. 2018): the rank of the truth among the
   samples is uniform on ``0..L`` for a calibrated posterior; its histogram and a chi-squared
   and a Kolmogorov-Smirnov p-value of uniformity.
@@ -57,59 +59,56 @@ def usable(samples: np.ndarray, truth: np.ndarray, *, min_samples: int = 2) -> n
     return np.isfinite(truth) & (np.isfinite(samples).sum(axis=1) >= min_samples)
 
 
-def _nan_quantile(ordered: np.ndarray, n_finite: np.ndarray, q: float) -> np.ndarray:
-    """Linear-interpolation quantile of rows sorted with NaN last (numpy's default method)."""
-    position = q * np.maximum(n_finite - 1, 0)
-    below = np.floor(position).astype(np.int64)
-    above = np.minimum(below + 1, np.maximum(n_finite - 1, 0))
-    low = np.take_along_axis(ordered, below[:, None], axis=1)[:, 0]
-    high = np.take_along_axis(ordered, above[:, None], axis=1)[:, 0]
-    return low + (high - low) * (position - below)
+def coverage(
+    samples: np.ndarray,
+    truth: np.ndarray,
+    levels: np.ndarray = LEVELS,
+    *,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Empirical coverage (level, param) of central credible intervals, from ranks.
 
+    For each star the truth's place in its posterior is the randomised probability
+    integral transform ``u = (r + V) / (L + 1)``: ``r`` the number of (finite) samples
+    below the truth, ties shared at random, ``V ~ U(0, 1)``, ``L`` the number of finite
+    samples. The truth lies inside the central interval of level ``c`` when
+    ``|u - 1/2| <= c / 2``. For a calibrated posterior ``u`` is exactly uniform whatever
+    ``L`` is, so the coverage is the level up to binomial scatter.
 
-def coverage(samples: np.ndarray, truth: np.ndarray, levels: np.ndarray = LEVELS) -> np.ndarray:
-    """Empirical coverage (level, param) of central credible intervals.
+    The interval between the sample quantiles (``np.quantile`` at ``(1 ± c) / 2``) is not:
+    it covers ``c (L - 1) / (L + 1)`` of calibrated truths, 0.92 instead of 0.95 at the
+    64 samples per star of a cube, which would read as overconfidence that is not there.
 
-    A star counts for a parameter when :func:`usable`; the interval of a star with some
-    non-finite samples is taken over its finite ones. NaN where no star is usable.
+    A star counts for a parameter when :func:`usable`. NaN where no star is usable.
 
     Parameters
     ----------
     samples : (star, sample, param) posterior samples
     truth : (star, param) true values
     levels : credible levels in (0, 1)
+    rng : generator of the tie-breaking and ``V`` draws (default: seed 0, so repeatable)
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
     >>> mu = rng.normal(size=(4000, 1))
     >>> truth = mu + rng.normal(size=(4000, 1))          # truth ~ N(mu, 1)
-    >>> samples = mu[:, None] + rng.normal(size=(4000, 200, 1))  # posterior N(mu, 1)
+    >>> samples = mu[:, None] + rng.normal(size=(4000, 16, 1))  # posterior N(mu, 1)
     >>> bool(np.all(np.abs(coverage(samples, truth)[:, 0] - LEVELS) < 0.03))
     True
     """
     samples, truth = _check(samples, truth)
     levels = np.asarray(levels, dtype=float)
-    out = np.full((len(levels), truth.shape[1]), np.nan)
-    if np.isfinite(samples).all() and np.isfinite(truth).all():
-        for i, level in enumerate(levels):
-            lo = np.quantile(samples, 0.5 - level / 2, axis=1)
-            hi = np.quantile(samples, 0.5 + level / 2, axis=1)
-            out[i] = ((truth >= lo) & (truth <= hi)).mean(axis=0)
-        return out
+    rng = np.random.default_rng(0) if rng is None else rng
+    below = (samples < truth[:, None, :]).sum(axis=1)  # NaN compares False: finite only
+    ties = (samples == truth[:, None, :]).sum(axis=1)
+    n_finite = np.isfinite(samples).sum(axis=1)
+    u = (below + rng.random(below.shape) * (ties + 1)) / (n_finite + 1)
     ok = usable(samples, truth)
-    for j in range(truth.shape[1]):
-        rows = ok[:, j]
-        if not rows.any():
-            continue
-        ordered = np.sort(samples[rows, :, j], axis=1)  # NaN sort last
-        n_finite = np.isfinite(ordered).sum(axis=1)
-        t = truth[rows, j]
-        for i, level in enumerate(levels):
-            lo = _nan_quantile(ordered, n_finite, 0.5 - level / 2)
-            hi = _nan_quantile(ordered, n_finite, 0.5 + level / 2)
-            out[i, j] = ((t >= lo) & (t <= hi)).mean()
-    return out
+    n_ok = ok.sum(axis=0)
+    inside = np.abs(u - 0.5)[None] <= levels[:, None, None] / 2  # (level, star, param)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_ok > 0, (inside & ok[None]).sum(axis=1) / n_ok, np.nan)
 
 
 def coverage_error(

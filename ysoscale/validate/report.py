@@ -172,7 +172,8 @@ def _calibration(page: _Page, data: ValidationData, numbers: dict[str, Any]) -> 
     page.text(
         f"Truths from {data.truth_path}: {len(params)} parameters with a true_<param> column "
         f"({', '.join(params)}). Coverage: share of truths inside the central credible "
-        f"interval at {len(LEVELS)} levels; a calibrated posterior follows the diagonal "
+        f"interval at {len(LEVELS)} levels, from the truth's rank among the samples (exact for "
+        "any number of samples per star); a calibrated posterior follows the diagonal "
         "within the binomial scatter."
     )
     page.figure(plot_coverage(LEVELS, cov, params, n_used.tolist()), "calibration",
