@@ -8,8 +8,11 @@ log g derived from each sample through the isochrones; for all surveys, also the
 parameter by parallax S/N (< 5, 5-20, 20-100, > 100). With ``--importance N`` the first
 N stars of the "all" combination are also importance-sampled (estimator as proposal, the
 forward-model likelihood, the fitted prior density; :mod:`ysoscale.infer.importance`) and
-their coverage is reported before and after, with the sampling efficiency and the share of
-stars flagged out of distribution. Prints a markdown table (for the README); last line:
+their coverage is reported before and after (of the resampled draws, and of the weighted
+posterior itself from weighted ranks that include the truth's weight), with the sampling
+efficiency and the share of stars flagged out of distribution. Coverage is computed from
+the truth's rank among the samples (:func:`ysoscale.validate.coverage`), exact for any
+number of samples. Prints a markdown table (for the README); last line:
 one JSON object.
 
     python benchmarks/calibration.py --store HELDOUT.zarr --split all [--model MODEL_DIR]
@@ -34,7 +37,7 @@ from ysoscale.nn.default import resolve_model
 from ysoscale.physics.forward import ForwardModel
 from ysoscale.simulate.surveys import SURVEY_MODELS
 from ysoscale.train.loader import StoreLoader
-from ysoscale.validate import accuracy, coverage_error
+from ysoscale.validate import LEVELS, accuracy, coverage_error, importance_coverage
 
 COMBINATIONS = {
     "gaia": ("gaia",),
@@ -146,8 +149,15 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
                 max_proposal: int, flux_scaled: bool = False) -> dict[str, object]:  # fmt: skip
     """Coverage of the first ``n`` stars (all surveys) before and after importance sampling
     (``4 * n_samples`` proposals; stars with an ESS below ``min_ess`` are redrawn from
-    ``max_proposal``)."""
-    from ysoscale.infer.importance import importance_sample
+    ``max_proposal``).
+
+    "before" (the proposal) and "after" (the ``n_samples`` resampled draws) are over the
+    stars not flagged out of distribution; "weighted posterior" is the weighted proposal
+    of the first pass checked with the truth's own weight
+    (:func:`ysoscale.validate.importance_coverage`), over all stars: it tells whether the
+    weighted posterior is right, whatever its effective sample size, while "after" shows
+    what intervals drawn from ``n_samples`` resampled draws of it give."""
+    from ysoscale.infer.importance import importance_sample, log_importance_weight
     from ysoscale.infer.prior_density import load_default_prior_density
 
     device = model.lo.device
@@ -167,6 +177,16 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
     keep = ~result.ood.cpu().numpy()
     after = _stats(result.samples.cpu().numpy()[keep], truth[keep], names)
     before = _stats(result.proposal.cpu().numpy()[keep], truth[keep], names)
+    # the weighted posterior itself: weighted ranks with the truth's own weight (exact for
+    # any number of proposals), over every star, flagged or not
+    truth_weight = log_importance_weight(model, forward, prior, truth[:, None, :], mag, err,
+                                         parallax, parallax_error, error_floor=0.0,
+                                         flux_scaled_errors=flux_scaled)[:, 0]  # fmt: skip
+    proposal_weight = (result.log_prior.double() + result.log_likelihood.double()
+                       - result.log_q.double()).masked_fill(~result.valid, -np.inf)  # fmt: skip
+    weighted = importance_coverage(result.proposal.cpu().numpy(), proposal_weight.cpu().numpy(),
+                                   truth, truth_weight.cpu().numpy())  # fmt: skip
+    weighted_error = np.nanmax(np.abs(weighted - LEVELS[:, None]), axis=0)
     return {
         "n": int(len(truth)),
         "stars_per_s": len(truth) / seconds,
@@ -179,6 +199,9 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
         "ood_fraction": float(result.ood.float().mean()),
         "max_coverage_error_before": {k: v["max_coverage_error"] for k, v in before.items()},
         "max_coverage_error_after": {k: v["max_coverage_error"] for k, v in after.items()},
+        "max_coverage_error_weighted_posterior": dict(
+            zip(names, weighted_error.tolist(), strict=True)
+        ),
     }
 
 

@@ -16,6 +16,7 @@ from ysoscale.validate import (
     LEVELS,
     coverage,
     coverage_tolerance,
+    importance_coverage,
     rank_bins,
     rank_histogram,
     sbc_ranks,
@@ -101,6 +102,54 @@ def test_coverage_with_missing_values_uses_the_finite_samples(calibrated):
             assert cov[i, j] == pytest.approx(inside.mean(), abs=1e-12)
     nothing = coverage(np.full((3, 4, 1), np.nan), np.zeros((3, 1)))
     assert np.isnan(nothing).all()
+
+
+def _weighted_toy(n: int, n_proposal: int, seed: int):
+    """Posterior N(mu, 1) per star, truth drawn from it; proposal N(mu + 0.5, 2²) with
+    weights p/q (unnormalised log weights)."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=(n, 1))
+    truth = mu + rng.normal(size=(n, 1))
+    proposal = mu[:, None] + 0.5 + 2.0 * rng.normal(size=(n, n_proposal, 1))
+
+    def log_weight(x, centre):
+        return -0.5 * (x - centre) ** 2 + 0.5 * ((x - centre - 0.5) / 2.0) ** 2
+
+    return proposal, log_weight(proposal[..., 0], mu), truth, log_weight(truth[:, 0], mu[:, 0])
+
+
+def test_importance_coverage_is_exact_with_few_proposals():
+    """8 weighted proposals: with the truth's own weight the coverage is the level; the
+    weighted CDF of the proposals alone (truth weight zero) is too narrow."""
+    n = 20_000
+    proposal, log_w, truth, truth_log_w = _weighted_toy(n, 8, seed=21)
+    cov = importance_coverage(proposal, log_w, truth, truth_log_w)
+    tolerance = coverage_tolerance(LEVELS, n, k=K)
+    assert np.all(np.abs(cov[:, 0] - LEVELS) < tolerance), cov[:, 0] - LEVELS
+    without = importance_coverage(proposal, log_w, truth, np.full(n, -np.inf))
+    assert LEVELS[-1] - without[-1, 0] > 0.1
+
+
+def test_importance_coverage_detects_wrong_weights():
+    """Equal weights on the wide proposal: the 'posterior' is twice too wide."""
+    n = 5000
+    proposal, log_w, truth, truth_log_w = _weighted_toy(n, 64, seed=22)
+    cov = importance_coverage(proposal, np.zeros_like(log_w), truth, np.zeros(n))
+    assert cov[4, 0] - LEVELS[4] > 0.2
+
+
+def test_importance_coverage_skips_stars_without_weight():
+    proposal, log_w, truth, truth_log_w = _weighted_toy(300, 16, seed=23)
+    log_w[:10] = -np.inf
+    truth_log_w[:10] = -np.inf
+    truth[10:20] = np.nan
+    cov = importance_coverage(proposal, log_w, truth, truth_log_w)
+    expected = importance_coverage(proposal[20:], log_w[20:], truth[20:], truth_log_w[20:],
+                                   rng=np.random.default_rng(0))  # fmt: skip
+    assert np.isfinite(cov).all() and cov.shape == (len(LEVELS), 1)
+    assert np.abs(cov - expected).max() < 0.05  # the same stars, different V draws
+    assert np.isnan(importance_coverage(proposal[:10], log_w[:10], truth[:10],
+                                        truth_log_w[:10])).all()  # fmt: skip
 
 
 def test_calibrated_sbc_ranks_are_uniform(calibrated):

@@ -636,6 +636,70 @@ def importance_sample(
     )
 
 
+def _raw_log_weight(log_prior: Tensor, log_lik: Tensor, log_q: Tensor, valid: Tensor) -> Tensor:
+    """Unnormalised ``log p + log L - log q`` (float64); ``-inf`` where not ``valid``."""
+    raw = log_prior.double() + log_lik.double() - log_q.double()
+    return torch.where(valid, raw, -math.inf)
+
+
+def log_importance_weight(
+    model: Any,
+    forward: Any,
+    prior: PriorLogDensity,
+    theta: Any,
+    mag: Any,
+    mag_err: Any,
+    parallax: Any = None,
+    parallax_error: Any = None,
+    *,
+    error_floor: float = DEFAULT_ERROR_FLOOR,
+    disk: DiskMarginal | None = DEFAULT_DISK,
+    seed: int | None = 0,
+    flux_scaled_errors: bool = False,
+) -> Tensor:
+    """Unnormalised log importance weights ``log p + log L - log q`` of given parameters.
+
+    The weights :func:`importance_sample` gives its proposals, for any ``theta``: with the
+    true parameters of simulated stars this is what
+    :func:`ysoscale.validate.importance_coverage` needs to check the weighted posterior.
+
+    Parameters
+    ----------
+    model : PosteriorEstimator
+        The proposal; ``model(mag, mag_err, parallax, parallax_error)`` is its flow.
+    theta : array (n, S, n_param)
+        Parameter vectors per star, physical units, ``model.config.params`` order.
+    mag, mag_err, parallax, parallax_error, error_floor, disk, flux_scaled_errors
+        As in :func:`importance_sample` (use the same values to compare the weights).
+    seed : int or None
+        Seeds the disk draws.
+
+    Returns
+    -------
+    Tensor (n, S), float64
+        On the model's device; ``-inf`` where the forward model cannot compute the sample.
+    """
+    params = tuple(model.config.params)
+    device = _model_device(model)
+    theta = _as_tensor(theta, device)
+    data = tuple(_as_tensor(a, device) for a in (mag, mag_err, parallax, parallax_error))
+    n = data[0].shape[0]
+    assert theta.ndim == 3 and theta.shape[0] == n and theta.shape[2] == len(params), (
+        f"theta must be (n={n}, S, {len(params)}), got {tuple(theta.shape)}"
+    )
+    size, n_param = theta.shape[1:]
+    columns = _band_columns(model.config.bands, forward.bands)
+    generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+    with torch.no_grad():
+        flow = model(*data)
+        log_q = flow.log_prob(theta.transpose(0, 1)).transpose(0, 1)  # (S, n) batch order
+        log_prior = torch.as_tensor(prior.log_prob(theta.reshape(-1, n_param)))
+        log_prior = log_prior.to(device).view(n, size)
+        log_lik, valid = _log_likelihood(forward, theta, params, columns, data, error_floor,
+                                         disk, generator, flux_scaled_errors)  # fmt: skip
+    return _raw_log_weight(log_prior, log_lik, log_q, valid)
+
+
 def _model_device(model: Any) -> torch.device:
     for tensor in (*getattr(model, "parameters", list)(), *getattr(model, "buffers", list)()):
         return tensor.device
@@ -669,8 +733,7 @@ def _one_batch(
             generator,
             settings.flux_scaled_errors,
         )
-        raw = log_prior.double() + log_lik - log_q.double()
-        log_weight = normalise_log_weights(torch.where(valid, raw, -math.inf))
+        log_weight = normalise_log_weights(_raw_log_weight(log_prior, log_lik, log_q, valid))
         ess = effective_sample_size(log_weight)
         out = {"ess": ess.float()}
         if settings.keep_proposal:
@@ -698,6 +761,7 @@ __all__ = [
     "ImportanceResult",
     "effective_sample_size",
     "importance_sample",
+    "log_importance_weight",
     "normalise_log_weights",
     "parallax_log_likelihood",
     "photometric_log_likelihood",
