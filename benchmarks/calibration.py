@@ -6,18 +6,18 @@ central credible intervals at 10 levels for every parameter, and the MAD / RMS o
 posterior median against the truth, for the parameters the model infers and for Teff and
 log g derived from each sample through the isochrones; for all surveys, also the distance
 parameter by parallax S/N (< 5, 5-20, 20-100, > 100). With ``--importance N`` the first
-N stars of the "all" combination are also importance-sampled (estimator as proposal, the
-forward-model likelihood, the fitted prior density; :mod:`ysoscale.infer.importance`) and
-their coverage is reported before and after (of the resampled draws, and of the weighted
-posterior itself from weighted ranks that include the truth's weight), with the sampling
-efficiency and the share of stars flagged out of distribution. Coverage is computed from
-the truth's rank among the samples (:func:`ysoscale.validate.coverage`), exact for any
-number of samples. Prints a markdown table (for the README); last line:
-one JSON object.
+N stars of one combination (``--importance-combination``, default "all") are also
+importance-sampled (estimator as proposal, the forward-model likelihood, the fitted prior
+density; :mod:`ysoscale.infer.importance`) and their coverage is reported before and after
+(of the resampled draws, and of the weighted posterior itself from weighted ranks that
+include the truth's weight), with the sampling efficiency and the share of stars flagged
+out of distribution. Coverage is computed from the truth's rank among the samples
+(:func:`ysoscale.validate.coverage`), exact for any number of samples. Prints a markdown
+table (for the README); last line: one JSON object.
 
     python benchmarks/calibration.py --store HELDOUT.zarr --split all [--model MODEL_DIR]
-        [--n 100000] [--importance 2000 [--importance-min-ess 64]] [--device cpu|cuda]
-        [--quick]
+        [--n 100000] [--importance 2000 [--importance-min-ess 64]
+        [--importance-combination gaia]] [--device cpu|cuda] [--quick]
 
 Use a store the model never saw (``ysoscale simulate --seed`` other than the training
 store's, ``--split all``), or the validation split of the training store.
@@ -146,8 +146,10 @@ def _by_parallax_snr(samples, truth, names, parallax, parallax_error) -> dict[st
 
 
 def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | None,
-                max_proposal: int, flux_scaled: bool = False) -> dict[str, object]:  # fmt: skip
-    """Coverage of the first ``n`` stars (all surveys) before and after importance sampling
+                max_proposal: int, flux_scaled: bool = False,
+                combination: str = "all") -> dict[str, object]:  # fmt: skip
+    """Coverage of the first ``n`` stars (the surveys of ``combination``) before and after
+    importance sampling
     (``4 * n_samples`` proposals; stars with an ESS below ``min_ess`` are redrawn from
     ``max_proposal``).
 
@@ -163,7 +165,7 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
     device = model.lo.device
     prior = load_default_prior_density(map_location=device)
     rows, mag, err, parallax, parallax_error = restrict(data, model.config.bands,
-                                                        tuple(SURVEY_MODELS))  # fmt: skip
+                                                        COMBINATIONS[combination])  # fmt: skip
     mag, err, parallax, parallax_error = (a[:n] for a in (mag, err, parallax, parallax_error))
     truth = data["theta"][rows][:n]
     start = time.perf_counter()
@@ -188,6 +190,7 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
                                    truth, truth_weight.cpu().numpy())  # fmt: skip
     weighted_error = np.nanmax(np.abs(weighted - LEVELS[:, None]), axis=0)
     return {
+        "combination": combination,
         "n": int(len(truth)),
         "stars_per_s": len(truth) / seconds,
         "min_ess": min_ess,
@@ -221,6 +224,8 @@ def main() -> None:
     parser.add_argument("--importance-max-proposal", type=int, default=2048)
     parser.add_argument("--importance-flux-scaled", action="store_true",
                         help="carry reported errors to each sample's magnitude")  # fmt: skip
+    parser.add_argument("--importance-combination", default="all", choices=list(COMBINATIONS),
+                        help="surveys of the importance-sampled stars")  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="2000 stars")
     args = parser.parse_args()
@@ -270,8 +275,10 @@ def main() -> None:
         summary["importance"] = _importance(model, forward, data, args.importance, args.samples,
                                             args.importance_min_ess,
                                             args.importance_max_proposal,
-                                            args.importance_flux_scaled)  # fmt: skip
-        print(f"\nimportance sampling ({args.importance} stars, all surveys):")
+                                            args.importance_flux_scaled,
+                                            args.importance_combination)  # fmt: skip
+        print(f"\nimportance sampling ({args.importance} stars, "
+              f"{args.importance_combination}):")  # fmt: skip
         print(json.dumps(summary["importance"], indent=1))
     print("\n" + "\n".join(table))
     print(json.dumps(summary))
