@@ -53,10 +53,11 @@ def held_out(
     """The first ``n`` stars of ``split``, as stored (no dropout, no re-observation)."""
     config = model.config
     loader = StoreLoader(store, config.params, config.bands, split=split, batch_size=n,
-                         band_dropout=0.0, survey_dropout=0.0, redraw_noise=False)  # fmt: skip
+                         band_dropout=0.0, survey_dropout=0.0, redraw_noise=False,
+                         with_truth=True)  # fmt: skip
     batch = next(loader.epoch(0))
     return {f: getattr(batch, f)[:n] for f in ("theta", "mag", "mag_err", "parallax",
-                                                "parallax_error")}  # fmt: skip
+                                                "parallax_error", "l_deg", "b_deg")}  # fmt: skip
 
 
 def restrict(data: dict[str, np.ndarray], bands: tuple[str, ...], surveys: tuple[str, ...]):
@@ -147,7 +148,7 @@ def _by_parallax_snr(samples, truth, names, parallax, parallax_error) -> dict[st
 
 def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | None,
                 max_proposal: int, flux_scaled: bool = False,
-                combination: str = "all") -> dict[str, object]:  # fmt: skip
+                combination: str = "all", detection: bool = True) -> dict[str, object]:  # fmt: skip
     """Coverage of the first ``n`` stars (the surveys of ``combination``) before and after
     importance sampling
     (``4 * n_samples`` proposals; stars with an ESS below ``min_ess`` are redrawn from
@@ -158,9 +159,14 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
     of the first pass checked with the truth's own weight
     (:func:`ysoscale.validate.importance_coverage`), over all stars: it tells whether the
     weighted posterior is right, whatever its effective sample size, while "after" shows
-    what intervals drawn from ``n_samples`` resampled draws of it give."""
+    what intervals drawn from ``n_samples`` resampled draws of it give.
+
+    With ``detection`` the likelihood includes the stars' detection pattern in the
+    combination's surveys (:mod:`ysoscale.infer.selection`, footprints from the stored
+    positions), which the estimator learned from its training set."""
     from ysoscale.infer.importance import importance_sample, log_importance_weight
     from ysoscale.infer.prior_density import load_default_prior_density
+    from ysoscale.infer.selection import DetectionSelection, survey_footprints
 
     device = model.lo.device
     prior = load_default_prior_density(map_location=device)
@@ -168,12 +174,18 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
                                                         COMBINATIONS[combination])  # fmt: skip
     mag, err, parallax, parallax_error = (a[:n] for a in (mag, err, parallax, parallax_error))
     truth = data["theta"][rows][:n]
+    selection = footprint = None
+    if detection:
+        selection = DetectionSelection.from_surveys(model.config.bands, COMBINATIONS[combination])
+        footprint = survey_footprints(data["l_deg"][rows][:n], data["b_deg"][rows][:n],
+                                      selection.surveys)  # fmt: skip
+    likelihood = dict(error_floor=0.0, flux_scaled_errors=flux_scaled, selection=selection,
+                      in_footprint=footprint)  # fmt: skip
     start = time.perf_counter()
     result = importance_sample(model, forward, prior, mag, err, parallax, parallax_error,
-                               n_proposal=4 * n_samples, n_out=n_samples,
-                               error_floor=0.0, seed=0, min_ess=min_ess,
-                               max_proposal=max_proposal,
-                               flux_scaled_errors=flux_scaled)  # fmt: skip
+                               n_proposal=4 * n_samples, n_out=n_samples, seed=0,
+                               min_ess=min_ess, max_proposal=max_proposal,
+                               **likelihood)  # fmt: skip
     seconds = time.perf_counter() - start
     names = list(model.config.params)
     keep = ~result.ood.cpu().numpy()
@@ -182,8 +194,7 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
     # the weighted posterior itself: weighted ranks with the truth's own weight (exact for
     # any number of proposals), over every star, flagged or not
     truth_weight = log_importance_weight(model, forward, prior, truth[:, None, :], mag, err,
-                                         parallax, parallax_error, error_floor=0.0,
-                                         flux_scaled_errors=flux_scaled)[:, 0]  # fmt: skip
+                                         parallax, parallax_error, **likelihood)[:, 0]  # fmt: skip
     proposal_weight = (result.log_prior.double() + result.log_likelihood.double()
                        - result.log_q.double()).masked_fill(~result.valid, -np.inf)  # fmt: skip
     weighted = importance_coverage(result.proposal.cpu().numpy(), proposal_weight.cpu().numpy(),
@@ -195,6 +206,7 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
         "stars_per_s": len(truth) / seconds,
         "min_ess": min_ess,
         "flux_scaled_errors": flux_scaled,
+        "detection_pattern": detection,
         "max_proposal": max_proposal,
         "refined_fraction": float((result.n_proposals > 4 * n_samples).float().mean()),
         "median_ess": float(result.ess.median()),
@@ -206,6 +218,25 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
             zip(names, weighted_error.tolist(), strict=True)
         ),
     }
+
+
+def _importance_table(runs, names: list[str]) -> list[str]:
+    """Markdown rows: max coverage error per parameter of each importance-sampling run."""
+    head = "| detection pattern | median ESS | OOD | stage | " + " | ".join(names) + " | max |"
+    lines = [head, "|" + "---|" * (len(names) + 5)]
+    stages = (("proposal", "before"), ("resampled draws", "after"),
+              ("weighted posterior", "weighted_posterior"))  # fmt: skip
+    for run in runs:
+        for label, stage in stages:
+            errors = run[f"max_coverage_error_{stage}"]
+            values = [errors[p] for p in names]
+            lines.append(
+                f"| {'weighed' if run['detection_pattern'] else 'left out'} "
+                f"| {run['median_ess']:.1f} | {100 * run['ood_fraction']:.0f} % | {label} | "
+                + " | ".join(f"{v:.3f}" for v in values)
+                + f" | {max(values):.3f} |"
+            )
+    return lines
 
 
 def main() -> None:
@@ -226,6 +257,10 @@ def main() -> None:
                         help="carry reported errors to each sample's magnitude")  # fmt: skip
     parser.add_argument("--importance-combination", default="all", choices=list(COMBINATIONS),
                         help="surveys of the importance-sampled stars")  # fmt: skip
+    parser.add_argument("--importance-detection", default="both",
+                        choices=["with", "without", "both"],
+                        help="weigh the detection pattern in the likelihood; both: run "
+                        "the importance sampling twice, printed side by side")  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="2000 stars")
     args = parser.parse_args()
@@ -272,14 +307,20 @@ def main() -> None:
             summary["distance_by_parallax_snr"] = by_snr
     if args.importance:
         forward = forward.to(args.device)
-        summary["importance"] = _importance(model, forward, data, args.importance, args.samples,
-                                            args.importance_min_ess,
-                                            args.importance_max_proposal,
-                                            args.importance_flux_scaled,
-                                            args.importance_combination)  # fmt: skip
-        print(f"\nimportance sampling ({args.importance} stars, "
-              f"{args.importance_combination}):")  # fmt: skip
-        print(json.dumps(summary["importance"], indent=1))
+        variants = {"with": [True], "without": [False], "both": [False, True]}
+        runs = {}
+        for detection in variants[args.importance_detection]:
+            key = "importance_detection" if detection else "importance"
+            runs[key] = _importance(model, forward, data, args.importance, args.samples,
+                                    args.importance_min_ess, args.importance_max_proposal,
+                                    args.importance_flux_scaled, args.importance_combination,
+                                    detection)  # fmt: skip
+            print(f"\nimportance sampling ({args.importance} stars, "
+                  f"{args.importance_combination}, detection pattern "
+                  f"{'weighed' if detection else 'left out'}):")  # fmt: skip
+            print(json.dumps(runs[key], indent=1))
+        summary.update(runs)
+        print("\n" + "\n".join(_importance_table(runs.values(), names)))
     print("\n" + "\n".join(table))
     print(json.dumps(summary))
 

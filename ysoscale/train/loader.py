@@ -39,7 +39,9 @@ class Batch:
     ``theta (B, n_param)`` in the estimator's parameter order; ``mag``, ``mag_err``
     ``(B, n_band)`` in the estimator's band order (NaN = not observed); ``parallax``,
     ``parallax_error (B,)`` in mas (NaN = none). With ``StoreLoader(..., with_truth=True)``
-    also the noise-free ``mag_true (B, n_band)`` and ``parallax_true (B,)``, else None.
+    also the noise-free ``mag_true (B, n_band)`` and ``parallax_true (B,)``, and the
+    Galactic position ``l_deg``, ``b_deg (B,)`` (which survey footprints hold the star),
+    else None.
     """
 
     theta: np.ndarray
@@ -49,6 +51,8 @@ class Batch:
     parallax_error: np.ndarray
     mag_true: np.ndarray | None = None
     parallax_true: np.ndarray | None = None
+    l_deg: np.ndarray | None = None
+    b_deg: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.theta)
@@ -105,7 +109,8 @@ class StoreLoader:
     threads : chunks prepared concurrently (reading, re-observing, dropout release the
         GIL in numpy); the batches are the same for any number of threads
     with_truth : also return the noise-free magnitudes and parallaxes (``Batch.mag_true``,
-        ``Batch.parallax_true``), the targets of an estimator that predicts observables
+        ``Batch.parallax_true``), the targets of an estimator that predicts observables,
+        and each star's Galactic ``l_deg``, ``b_deg``
 
     Examples
     --------
@@ -279,6 +284,8 @@ class StoreLoader:
                 batch,
                 mag_true=np.asarray(part["mag_true"][:, self._columns], dtype=np.float32),
                 parallax_true=np.asarray(part["parallax_true"], dtype=np.float32),
+                l_deg=np.asarray(part["l"], dtype=np.float64),
+                b_deg=np.asarray(part["b"], dtype=np.float64),
             )
         return _take(batch, rng.permutation(np.flatnonzero(keep)))
 
@@ -377,7 +384,17 @@ def _batches(parts: Iterator[Batch], batch_size: int) -> Iterator[Batch]:
         yield _concat(pending)
 
 
-_FIELDS = ("theta", "mag", "mag_err", "parallax", "parallax_error", "mag_true", "parallax_true")
+_FIELDS = (
+    "theta",
+    "mag",
+    "mag_err",
+    "parallax",
+    "parallax_error",
+    "mag_true",
+    "parallax_true",
+    "l_deg",
+    "b_deg",
+)
 
 
 def _concat(parts: list[Batch]) -> Batch:
