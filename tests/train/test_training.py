@@ -170,6 +170,13 @@ def test_extending_needs_a_new_band(tmp_path) -> None:
         with_new_bands(model, ["gaia_x"])
 
 
+def test_a_warm_start_cannot_be_combined_with_a_band_extension(tmp_path) -> None:
+    with pytest.raises(ValueError, match="init_from cannot be combined with new_bands"):
+        train("unused.zarr", tmp_path / "out", extend_from=tmp_path / "base",
+              new_bands=["wise_w1"], init_from=tmp_path / "other")  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
 def test_error_inflation_keeps_values_and_errors_consistent(store) -> None:
     loader = _loader(store, error_inflation=0.5, max_error_factor=10.0)
     rng = np.random.default_rng(0)

@@ -166,6 +166,11 @@ def train(
     checkpoint = out / "checkpoint"
     device = torch.device(training.device)
     extension: dict[str, Any] = {}
+    if new_bands and init_from is not None:
+        raise ValueError(
+            "init_from cannot be combined with new_bands: a warm start would overwrite the "
+            "extended model's frozen weights, and the old bands' posteriors would change"
+        )
     if new_bands:
         if extend_from is None:
             raise ValueError("new_bands needs extend_from (the model to extend)")
