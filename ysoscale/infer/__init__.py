@@ -1,7 +1,8 @@
 """Inference: per-partition kernel, importance sampling, per-worker models, the posterior
 cube and its summary.
 
-The numeric parts (kernel, importance sampling, prior density) import no Dask; the
+The numeric parts (kernel, importance sampling and its detection-pattern term, prior
+density) import no Dask; the
 orchestration (``infer``, the worker plugin) is imported on first use.
 """
 
@@ -20,6 +21,8 @@ _LAZY = {
     "load_models": "ysoscale.infer.plugin",
     "worker_models": "ysoscale.infer.plugin",
     "importance_sample": "ysoscale.infer.importance",
+    "DetectionSelection": "ysoscale.infer.selection",
+    "survey_footprints": "ysoscale.infer.selection",
     "load_default_prior_density": "ysoscale.infer.prior_density",
 }
 
@@ -32,6 +35,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "FLAG_BITS",
+    "DetectionSelection",
     "NOT_WRITTEN",
     "PADDING",
     "STATS",
@@ -46,5 +50,6 @@ __all__ = [
     "open_cube",
     "output_params",
     "standard_normal",
+    "survey_footprints",
     "worker_models",
 ]

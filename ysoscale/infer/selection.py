@@ -4,9 +4,11 @@ Which bands a catalog star has is not random: a band goes missing when the star 
 than the survey's limit (or saturates), and a whole survey is absent when none of its
 detection bands saw it. The estimator learns this from its training set (its posterior is
 ``p(theta | magnitudes, pattern)``), so an importance-sampled posterior that weighs only the
-measured magnitudes throws that information away and is no longer calibrated: on held-out
-simulated stars with all surveys the weighted posterior of R_V missed by 0.04 at some
-credible levels without this term (``benchmarks/calibration.py --importance``).
+measured magnitudes throws that information away and is no longer calibrated. On 5,000
+held-out simulated stars with all surveys (``benchmarks/calibration.py --importance``) the
+weighted posterior's worst coverage errors were 0.029 (distance), 0.022 (A_V) and 0.035
+(R_V) without this term and 0.016, 0.016 and 0.029 with it, and the median ESS rose from
+25 to 33.
 
 Under the survey models of :mod:`ysoscale.simulate.surveys` (the simulator's own), a survey
 whose footprint contains the star contributes
