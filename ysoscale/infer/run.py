@@ -466,7 +466,9 @@ def infer(
         seed=seed,
         star_chunk=star_chunk,
         batch_size=32_768 if gpu else 4096,
-        model_batch=32_768 if gpu else None,
+        # by device and samples per star (nn.batching): 32,768 stars at 64 samples on a
+        # GPU, fewer stars when more samples are asked for, so memory stays the same
+        model_batch=None,
         young_age_myr=young_age_myr,
     )
     done = set(cube.done_partitions(cube_path).tolist())
