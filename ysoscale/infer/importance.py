@@ -77,6 +77,7 @@ import torch
 from torch import Tensor
 
 from ysoscale.infer.selection import DetectionSelection
+from ysoscale.nn.tokenizer import observed_bands
 from ysoscale.simulate.priors import PriorConfig
 
 DEFAULT_ERROR_FLOOR = 0.01
@@ -211,6 +212,14 @@ class ImportanceResult:
     ood: Tensor
     params: tuple[str, ...]
 
+    def raw_log_weight(self) -> Tensor:
+        """Unnormalised ``log p + log L - log q`` of ``proposal`` (float64, ``-inf`` where not
+        ``valid``): the scale of :func:`log_importance_weight`, which
+        :func:`ysoscale.validate.importance_coverage` needs beside the truth's weight."""
+        if self.log_prior is None:
+            raise ValueError("the per-proposal fields were not kept (keep_proposal=False)")
+        return _raw_log_weight(self.log_prior, self.log_likelihood, self.log_q, self.valid)
+
 
 def normalise_log_weights(log_weight: Tensor) -> Tensor:
     """Subtract ``logsumexp`` along the last axis; rows without a finite weight become ``-inf``.
@@ -300,7 +309,7 @@ def photometric_log_likelihood(
     >>> round(float(ll), 4) == round(-0.5 * (1.0 + math.log(2 * math.pi * 0.01)), 4)
     True
     """
-    observed = torch.isfinite(mag) & torch.isfinite(mag_err) & (mag_err > 0)
+    observed = observed_bands(mag, mag_err)
     floor_sq = float(error_floor) ** 2
     resid = pred_mag.double() - torch.where(observed, mag.double(), 0.0)[:, None, :]
     if flux_scaled:
@@ -406,7 +415,7 @@ def _log_likelihood(
     mag, mag_err, parallax, parallax_error, in_footprint = data
     n, size, n_param = theta.shape
     selection = settings.selection
-    observed = torch.isfinite(mag) & torch.isfinite(mag_err) & (mag_err > 0)
+    observed = observed_bands(mag, mag_err)
 
     def band_terms(pred: Tensor, star: Tensor | slice) -> Tensor:
         """Photometry (and detection pattern) log-likelihood of predictions (m, s, B)."""
@@ -591,7 +600,7 @@ def importance_sample(
         f"got {tuple(mag.shape)} and {tuple(mag_err.shape)}"
     )
     columns = _band_columns(model.config.bands, forward.bands)
-    observed = (torch.isfinite(mag) & torch.isfinite(mag_err) & (mag_err > 0)).any(dim=0)
+    observed = observed_bands(mag, mag_err).any(dim=0)
     uncovered = [
         b
         for b, c, o in zip(model.config.bands, columns, observed.tolist(), strict=True)

@@ -23,7 +23,7 @@ from ysoscale.nn.batching import stars_per_call
 from ysoscale.nn.config import EstimatorConfig
 from ysoscale.nn.encoder import SetEncoder
 from ysoscale.nn.model_files import load_weights, read_card, save_model
-from ysoscale.nn.tokenizer import BandTokenizer
+from ysoscale.nn.tokenizer import BandTokenizer, observed_bands
 from ysoscale.physics.passbands import BAND_LIST_VERSION
 
 BOUND_EPS = 1e-6
@@ -133,7 +133,7 @@ class PosteriorEstimator(nn.Module):
         self.register_buffer("hi", torch.tensor(hi, dtype=torch.float32), persistent=False)
 
     def _check_observed(self, mag: Tensor, mag_err: Tensor) -> None:
-        observed = torch.isfinite(mag) & torch.isfinite(mag_err) & (mag_err > 0)
+        observed = observed_bands(mag, mag_err)
         empty = torch.nonzero(~observed.any(dim=1)).flatten().tolist()
         if empty:
             shown = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")

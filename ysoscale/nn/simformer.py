@@ -49,7 +49,7 @@ from ysoscale.nn.simformer_config import (
     SOLVERS,
     SimformerConfig,
 )
-from ysoscale.nn.tokenizer import ERROR_FLOOR_MAG
+from ysoscale.nn.tokenizer import ERROR_FLOOR_MAG, observed_bands
 from ysoscale.physics.passbands import BAND_IDS, BAND_LIST_VERSION
 
 ESTIMATOR_NAME = "simformer"
@@ -211,7 +211,7 @@ class Simformer(nn.Module):
         batch = mag.shape[0]
         zeros = mag.new_zeros(batch, config.n_param)
         no = torch.zeros(batch, config.n_param, dtype=torch.bool, device=mag.device)
-        seen = torch.isfinite(mag) & torch.isfinite(mag_err) & (mag_err > 0)
+        seen = observed_bands(mag, mag_err)
         band_values = torch.where(seen, self.standardize(mag, self._band_slice()), 0.0)
         band_error = torch.where(
             seen, torch.log10(mag_err.clamp(min=ERROR_FLOOR_MAG)) + ERROR_OFFSET, 0.0

@@ -35,6 +35,20 @@ version 1), not the model's own band count, so extending a model by new bands
 (:mod:`ysoscale.train.extend`) leaves the tokens of its old stars unchanged."""
 
 
+def observed_bands(mag: Tensor, mag_err: Tensor) -> Tensor:
+    """Bool mask of observed bands: finite magnitude, finite positive error.
+
+    The one definition of "observed" for the estimators and the likelihoods.
+
+    Examples
+    --------
+    >>> nan = float("nan")
+    >>> observed_bands(torch.tensor([[12.0, nan, 13.0]]), torch.tensor([[0.1, 0.1, 0.0]]))
+    tensor([[ True, False, False]])
+    """
+    return torch.isfinite(mag) & torch.isfinite(mag_err) & (mag_err > 0)
+
+
 class BandTokenizer(nn.Module):
     """Photometry ``(batch, band)`` -> tokens ``(batch, token, width)`` plus a padding mask.
 
@@ -105,7 +119,7 @@ class BandTokenizer(nn.Module):
             f"mag_err shape {tuple(mag_err.shape)} != mag shape {tuple(mag.shape)}"
         )
         batch = mag.shape[0]
-        observed = torch.isfinite(mag) & torch.isfinite(mag_err) & (mag_err > 0)
+        observed = observed_bands(mag, mag_err)
         n_obs = observed.sum(dim=1, keepdim=True)
         mag0 = torch.where(observed, mag, torch.zeros_like(mag))
         mean_mag = mag0.sum(dim=1, keepdim=True) / n_obs.clamp(min=1)
