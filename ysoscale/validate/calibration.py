@@ -104,9 +104,14 @@ def coverage(
     ties = (samples == truth[:, None, :]).sum(axis=1)
     n_finite = np.isfinite(samples).sum(axis=1)
     u = (below + rng.random(below.shape) * (ties + 1)) / (n_finite + 1)
-    ok = usable(samples, truth)
+    return _coverage_of_pit(u, usable(samples, truth), levels)
+
+
+def _coverage_of_pit(u: np.ndarray, ok: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Share (level, param) of the ``ok`` stars whose PIT ``u (star, param)`` lies in the
+    central interval of each level; NaN for a parameter without an ``ok`` star."""
     n_ok = ok.sum(axis=0)
-    inside = np.abs(u - 0.5)[None] <= levels[:, None, None] / 2  # (level, star, param)
+    inside = np.abs(np.nan_to_num(u) - 0.5)[None] <= levels[:, None, None] / 2
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_ok > 0, (inside & ok[None]).sum(axis=1) / n_ok, np.nan)
 
@@ -181,10 +186,7 @@ def importance_coverage(
     with np.errstate(invalid="ignore", divide="ignore"):
         u = (below + rng.random(below.shape) * weight_truth[:, None]) / total
     ok = np.isfinite(truth) & (total > 0) & np.isfinite(u)
-    n_ok = ok.sum(axis=0)
-    inside = np.abs(np.nan_to_num(u) - 0.5)[None] <= levels[:, None, None] / 2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_ok > 0, (inside & ok[None]).sum(axis=1) / n_ok, np.nan)
+    return _coverage_of_pit(u, ok, levels)
 
 
 def coverage_error(
