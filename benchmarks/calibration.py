@@ -195,10 +195,9 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
     # any number of proposals), over every star, flagged or not
     truth_weight = log_importance_weight(model, forward, prior, truth[:, None, :], mag, err,
                                          parallax, parallax_error, **likelihood)[:, 0]  # fmt: skip
-    proposal_weight = (result.log_prior.double() + result.log_likelihood.double()
-                       - result.log_q.double()).masked_fill(~result.valid, -np.inf)  # fmt: skip
-    weighted = importance_coverage(result.proposal.cpu().numpy(), proposal_weight.cpu().numpy(),
-                                   truth, truth_weight.cpu().numpy())  # fmt: skip
+    weighted = importance_coverage(result.proposal.cpu().numpy(),
+                                   result.raw_log_weight().cpu().numpy(), truth,
+                                   truth_weight.cpu().numpy())  # fmt: skip
     weighted_error = np.nanmax(np.abs(weighted - LEVELS[:, None]), axis=0)
     return {
         "combination": combination,

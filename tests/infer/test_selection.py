@@ -185,11 +185,7 @@ def test_weighted_posterior_is_calibrated_only_with_the_detection_pattern():
                      in_footprint=None if selection is None else footprint)  # fmt: skip
         result = importance_sample(*args, n_proposal=256, n_out=8, seed=3, **extra)
         truth_weight = log_importance_weight(*args[:3], truth[:, None, :], mag, err, **extra)
-        weight = torch.where(
-            result.valid,
-            result.log_prior.double() + result.log_likelihood.double() - result.log_q.double(),
-            -math.inf,
-        )
+        weight = result.raw_log_weight()
         coverage[label] = importance_coverage(result.proposal.numpy(), weight.numpy(), truth,
                                               truth_weight[:, 0].numpy(),
                                               rng=np.random.default_rng(0))  # fmt: skip
