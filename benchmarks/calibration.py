@@ -4,8 +4,8 @@ For stars of the store's validation split (never seen in training), per survey c
 (Gaia only; Gaia+2MASS; Gaia+2MASS+WISE+PS1; all): expected-versus-empirical coverage of
 central credible intervals at 10 levels for every parameter, and the MAD / RMS of the
 posterior median against the truth, for the parameters the model infers and for Teff and
-log g derived from each sample through the isochrones; for all surveys, also the distance
-parameter by parallax S/N (< 5, 5-20, 20-100, > 100). With ``--importance N`` the first
+log g derived from each sample through the isochrones; for each combination, also the
+distance parameter by parallax S/N (< 5, 5-20, 20-100, > 100). With ``--importance N`` the first
 N stars of one combination (``--importance-combination``, default "all") are also
 importance-sampled (estimator as proposal, the forward-model likelihood, the fitted prior
 density; :mod:`ysoscale.infer.importance`) and their coverage is reported before and after
@@ -293,17 +293,15 @@ def main() -> None:
                      + " | ".join(f"{stats[p]['mad']:.3g}" for p in [*names, "teff", "logg"]
                                   if p in stats)
                      + f" | {worst:.3f} |")  # fmt: skip
-        summary[label] = {"n": int(rows.sum()), **stats}
-        if label == "all":
-            by_snr = _by_parallax_snr(samples, truth, names, parallax, parallax_error)
-            for name, bins in by_snr.items():
-                print(f"  {name} by parallax S/N:")
-                for key, b in bins.items():
-                    print(
-                        f"    S/N {key:<10}{b['n']:>8,} stars  MAD {b['mad']:.3f}  "
-                        f"bias {b['bias']:+.3f}  max |cov-exp| {b['max_coverage_error']:.3f}"
-                    )
-            summary["distance_by_parallax_snr"] = by_snr
+        by_snr = _by_parallax_snr(samples, truth, names, parallax, parallax_error)
+        for name, bins in by_snr.items():
+            print(f"  {name} by parallax S/N:")
+            for key, b in bins.items():
+                print(
+                    f"    S/N {key:<10}{b['n']:>8,} stars  MAD {b['mad']:.3f}  "
+                    f"bias {b['bias']:+.3f}  max |cov-exp| {b['max_coverage_error']:.3f}"
+                )
+        summary[label] = {"n": int(rows.sum()), **stats, "distance_by_parallax_snr": by_snr}
     if args.importance:
         forward = forward.to(args.device)
         variants = {"with": [True], "without": [False], "both": [False, True]}

@@ -45,6 +45,9 @@ FLOWS: tuple[str, ...] = ("NSF", "MAF")
 PARALLAX_ENCODINGS = ("asinh", "snr_clip")
 """Features of the parallax token; see ``EstimatorConfig.parallax_encoding``."""
 
+DISTANCE_COORDINATES = ("parallax", "box")
+"""Flow coordinate of the distance parameter; see ``EstimatorConfig.distance_coordinate``."""
+
 
 @dataclass(frozen=True)
 class EstimatorConfig:
@@ -83,6 +86,13 @@ class EstimatorConfig:
         features at any S/N. ``"snr_clip"``: the S/N clipped at ±100, which erased the
         distance of every star with S/N > 100 (distance modulus biased by +0.6 to +0.8 mag
         for such stars); kept to load models trained with it (cards without the key).
+    distance_coordinate : {"parallax", "box"}
+        Coordinate in which the flow models the distance parameter. ``"parallax"``
+        (default): the logit-box coordinate re-centred and re-scaled per star on the
+        parallax's distance and precision (:mod:`ysoscale.nn.parallax_centring`), so a
+        distance fixed to 0.004 dex by a Gaia parallax is a unit-width peak for the flow.
+        ``"box"``: the plain logit-box coordinate, in which such peaks came out too wide;
+        kept to load models trained with it (cards without the key).
 
     Examples
     --------
@@ -109,6 +119,7 @@ class EstimatorConfig:
     passes: int | None = None
     use_parallax: bool = True
     parallax_encoding: str = "asinh"
+    distance_coordinate: str = "parallax"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", validate_band_ids(self.bands))
@@ -148,6 +159,11 @@ class EstimatorConfig:
             raise ValueError(
                 f"parallax_encoding must be one of {PARALLAX_ENCODINGS}, "
                 f"got {self.parallax_encoding!r}"
+            )
+        if self.distance_coordinate not in DISTANCE_COORDINATES:
+            raise ValueError(
+                f"distance_coordinate must be one of {DISTANCE_COORDINATES}, "
+                f"got {self.distance_coordinate!r}"
             )
         if self.passes is not None and not 1 <= int(self.passes) <= len(self.params):
             raise ValueError(f"passes must be None or in [1, n_param], got {self.passes}")
@@ -211,5 +227,7 @@ class EstimatorConfig:
     @classmethod
     def from_card(cls, values: Mapping[str, Any]) -> EstimatorConfig:
         """Build from a model card's ``config``: as :meth:`from_dict`, with the settings of
-        models saved before a key existed (no ``parallax_encoding``: ``"snr_clip"``)."""
-        return cls.from_dict({"parallax_encoding": "snr_clip"} | dict(values))
+        models saved before a key existed (no ``parallax_encoding``: ``"snr_clip"``; no
+        ``distance_coordinate``: ``"box"``)."""
+        older = {"parallax_encoding": "snr_clip", "distance_coordinate": "box"}
+        return cls.from_dict(older | dict(values))

@@ -2,7 +2,9 @@
 
 The flow lives in an unconstrained space ``u = logit((theta - lo) / (hi - lo))``; the map
 back onto the parameter box is a bijection whose Jacobian enters every log-density, so the
-posterior has support exactly on ``[lo, hi]`` with no clipping of samples.
+posterior has support exactly on ``[lo, hi]`` with no clipping of samples. The distance
+coordinate is further centred and scaled per star on its parallax
+(:mod:`ysoscale.nn.parallax_centring`), an affine map with an exact Jacobian.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from ysoscale.nn.batching import stars_per_call
 from ysoscale.nn.config import EstimatorConfig
 from ysoscale.nn.encoder import SetEncoder
 from ysoscale.nn.model_files import load_weights, read_card, save_model
+from ysoscale.nn.parallax_centring import ParallaxCentring, parallax_frame
 from ysoscale.nn.tokenizer import BandTokenizer, observed_bands
 from ysoscale.physics.passbands import BAND_LIST_VERSION
 
@@ -188,8 +191,13 @@ class PosteriorEstimator(nn.Module):
             If a star has no observed band (the message names the rows).
         """
         flow = self.flow(self.context(mag, mag_err, parallax, parallax_error))
-        to_real = BoxToRealTransform(self.lo, self.hi)
-        return NormalizingFlow(ComposedTransform(to_real, flow.transform), flow.base)
+        transforms = [BoxToRealTransform(self.lo, self.hi)]
+        if self.config.distance_coordinate == "parallax" and self.config.use_parallax:
+            centre, width = parallax_frame(
+                self.config.params, self.lo, self.hi, parallax, parallax_error, mag.shape[0]
+            )
+            transforms.append(ParallaxCentring(centre, width))
+        return NormalizingFlow(ComposedTransform(*transforms, flow.transform), flow.base)
 
     def nll(
         self,

@@ -1,0 +1,156 @@
+"""Per-star distance coordinate centred on the parallax (``distance_coordinate = "parallax"``).
+
+The flow of :class:`~ysoscale.nn.npe.PosteriorEstimator` lives in the logit space ``u`` of
+the parameter box. For the distance parameter that space spans the whole prior range
+(``log10_distance`` 0.5–4.5) with a spread of order one, while a Gaia parallax at S/N 100
+fixes the distance to 0.004 dex. A spline flow then has to build a peak about a hundredth
+of its natural width; trained for a bounded time it leaves the posterior too wide (the
+distance coverage of the shipped model is 0.12–0.36 too high at parallax S/N > 5).
+
+This module gives the flow a coordinate in which that peak has unit width. For the distance
+parameter (``log10_distance`` or ``distance_modulus``) and a star with parallax
+``ϖ ± σ`` (mas), S/N ``r = ϖ / σ``:
+
+* ``x_ϖ`` = the distance implied by the parallax, ``log10(1000 / ϖ)`` (or ``5 x - 5``),
+  moved inside the box; ``s_x = a / (r ln 10)`` its first-order width (``a`` = 1 or 5);
+* in the logit space, ``u_ϖ = logit((x_ϖ - lo) / (hi - lo))`` and
+  ``s_u = k s_x / ((hi - lo) p (1 - p))``, with ``k`` = :data:`FRAME_INFLATION` = 3;
+* a precision-weighted mean of ``u_ϖ`` with the native frame (centre 0, width 1):
+  ``λ = w(r) / s_u²``, ``centre = λ u_ϖ / (1 + λ)``, ``width = 1 / sqrt(1 + λ)``, with
+  ``w(r)`` rising smoothly from 0 at ``r <= 1`` to 1 at ``r >= 3``.
+
+The flow models ``v = (u - centre) / width``. Why ``k = 3``: zuko's spline transforms act
+on ``[-5, 5]`` and are the identity outside, so the flow can put its mass only within about
+five frame widths of the centre. With ``k = 3`` that window is ±15 first-order widths, which
+holds the skewed far-side tail of a parallax at S/N 3 (``1 / ϖ`` reaches twice the distance
+at 1.5 σ); at high S/N the posterior is a peak of width ``1 / k`` in ``v``, easy for a
+spline. The map is affine in ``θ`` for a given star,
+so the posterior density only gains the exact Jacobian ``-log width``; stars without a
+parallax (or with ``r <= 1``) see the native frame unchanged. Other parameters are never
+touched.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.distributions import Transform, constraints
+
+DISTANCE_PARAMS: dict[str, tuple[float, float]] = {
+    "log10_distance": (1.0, 0.0),
+    "distance_modulus": (5.0, -5.0),
+}
+"""``{parameter: (a, b)}``: the parameter is ``a log10(d / pc) + b``."""
+
+SNR_NO_INFORMATION = 1.0
+"""Parallax S/N at and below which the native frame is used unchanged."""
+SNR_FULL_WEIGHT = 3.0
+"""Parallax S/N from which the parallax precision enters with full weight."""
+FRAME_INFLATION = 3.0
+"""Frame width in units of the parallax's first-order distance width (see above)."""
+EDGE_MARGIN = 1e-3
+"""Fraction of the box kept between the parallax distance and the box's edges."""
+
+
+def _snr_weight(snr: Tensor) -> Tensor:
+    """Smoothstep from 0 at ``SNR_NO_INFORMATION`` to 1 at ``SNR_FULL_WEIGHT``."""
+    t = ((snr - SNR_NO_INFORMATION) / (SNR_FULL_WEIGHT - SNR_NO_INFORMATION)).clamp(0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def parallax_frame(
+    params: tuple[str, ...],
+    lo: Tensor,
+    hi: Tensor,
+    parallax: Tensor | None,
+    parallax_error: Tensor | None,
+    batch: int,
+) -> tuple[Tensor, Tensor]:
+    """Centre and width ``(batch, n_param)`` of every star's flow coordinate (logit space).
+
+    Parameters
+    ----------
+    params : tuple of str
+        The estimator's parameters; the one in :data:`DISTANCE_PARAMS` (if any) is centred.
+    lo, hi : Tensor, shape (n_param,)
+        The parameter box.
+    parallax, parallax_error : Tensor, shape (batch,), or None
+        In mas; NaN, a non-positive error or None mark a missing parallax.
+    batch : int
+        Number of stars.
+
+    Returns
+    -------
+    centre, width : Tensor, shape (batch, n_param)
+        0 and 1 for every parameter but the distance, and for stars without a usable
+        parallax.
+
+    Examples
+    --------
+    >>> lo, hi = torch.tensor([0.5]), torch.tensor([4.5])
+    >>> centre, width = parallax_frame(("log10_distance",), lo, hi,
+    ...                                torch.tensor([10.0, float("nan")]),
+    ...                                torch.tensor([0.1, 0.1]), 2)
+    >>> p = (2.0 - 0.5) / 4.0   # 10 mas: log10 d = 2
+    >>> round(float(centre[0, 0]), 3), round(math.log(p / (1 - p)), 3)
+    (-0.511, -0.511)
+    >>> round(float(width[0, 0]) * 4.0 * p * (1 - p) * 100 * math.log(10), 2)   # = k s_x r ln 10
+    3.0
+    >>> centre[1].tolist(), width[1].tolist()
+    ([0.0], [1.0])
+    """
+    centre = lo.new_zeros(batch, lo.shape[0])
+    width = lo.new_ones(batch, lo.shape[0])
+    found = [i for i, name in enumerate(params) if name in DISTANCE_PARAMS]
+    if not found or parallax is None or parallax_error is None:
+        return centre, width
+    (index,) = found
+    a, b = DISTANCE_PARAMS[params[index]]
+    usable = torch.isfinite(parallax) & torch.isfinite(parallax_error) & (parallax_error > 0)
+    safe_err = torch.where(usable, parallax_error, torch.ones_like(parallax_error))
+    snr = torch.where(usable, parallax / safe_err, torch.zeros_like(parallax))
+    weight = _snr_weight(snr)
+    informative = weight > 0
+    safe_plx = torch.where(informative, parallax, torch.ones_like(parallax))
+    safe_snr = torch.where(informative, snr, torch.ones_like(snr))
+
+    box_lo, box_hi = lo[index], hi[index]
+    scale = box_hi - box_lo
+    x_plx = a * torch.log10(1000.0 / safe_plx) + b
+    p = ((x_plx - box_lo) / scale).clamp(EDGE_MARGIN, 1.0 - EDGE_MARGIN)
+    u_plx = torch.logit(p)
+    s_u = FRAME_INFLATION * a / (safe_snr * math.log(10.0)) / (scale * p * (1.0 - p))
+    precision = torch.where(informative, weight / s_u**2, torch.zeros_like(s_u))
+    centre[:, index] = precision * u_plx / (1.0 + precision)
+    width[:, index] = torch.rsqrt(1.0 + precision)
+    return centre, width
+
+
+class ParallaxCentring(Transform):
+    """Elementwise map ``u -> (u - centre) / width`` from the logit box to the flow's space.
+
+    ``centre`` and ``width`` are ``(batch, n_param)`` (:func:`parallax_frame`) and broadcast
+    over leading sample dimensions; unlike torch's ``AffineTransform`` the event shape is
+    left as it is.
+    """
+
+    domain = constraints.real
+    codomain = constraints.real
+    bijective = True
+    sign = +1
+
+    def __init__(self, centre: Tensor, width: Tensor) -> None:
+        super().__init__()
+        self.centre = centre
+        self.width = width
+
+    def _call(self, u: Tensor) -> Tensor:
+        return (u - self.centre) / self.width
+
+    def _inverse(self, v: Tensor) -> Tensor:
+        return self.centre + self.width * v
+
+    def log_abs_det_jacobian(self, u: Tensor, v: Tensor) -> Tensor:
+        return (-torch.log(self.width)).expand_as(u)
