@@ -19,9 +19,7 @@ NAN = float("nan")
 
 def _frame(config: EstimatorConfig, plx: list[float], err: list[float]):
     lo, hi = (torch.tensor(b) for b in config.bounds)
-    return parallax_frame(
-        config.params, lo, hi, torch.tensor(plx), torch.tensor(err), len(plx)
-    )
+    return parallax_frame(config.params, lo, hi, torch.tensor(plx), torch.tensor(err), len(plx))
 
 
 def test_only_the_distance_of_stars_with_a_significant_parallax_moves():

@@ -11,8 +11,9 @@ import pytest
 from ysoscale.nn import EstimatorConfig, PosteriorEstimator
 from ysoscale.simulate.config import SimulationConfig
 from ysoscale.simulate.run import simulate
+from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS
 from ysoscale.train.extend import with_new_bands
-from ysoscale.train.loader import StoreLoader, derive_params
+from ysoscale.train.loader import SURVEY_SUBSETS, StoreLoader, derive_params
 from ysoscale.train.trainer import TrainingConfig, train
 
 TINY = EstimatorConfig(width=16, depth=1, heads=2, ff=32, transforms=2, flow_hidden=(32,))
@@ -56,6 +57,52 @@ def test_dropout_removes_bands(store) -> None:
     n_plain = np.mean([np.isfinite(b.mag).sum(axis=1).mean() for b in plain.epoch(0)])
     n_dropped = np.mean([np.isfinite(b.mag).sum(axis=1).mean() for b in dropped.epoch(0)])
     assert n_dropped < 0.75 * n_plain
+
+
+def _surveys_of(mag: np.ndarray) -> list[frozenset[str]]:
+    """The surveys with an observed band, per star (columns in TINY.bands order)."""
+    observed = np.isfinite(mag)
+    by_survey = {name: [TINY.bands.index(b) for b in SURVEY_MODELS[name].bands
+                        if b in TINY.bands] for name in SURVEYS}  # fmt: skip
+    return [frozenset(n for n, cols in by_survey.items() if row[cols].any()) for row in observed]
+
+
+def test_survey_subsets_restrict_stars_to_common_cross_matches(store) -> None:
+    """At rate 1 every star with a Gaia band is cut to one of the subsets, each chosen about
+    a third of the time; stars without Gaia keep their surveys; at rate 0 nothing changes."""
+    options = {"band_dropout": 0.0, "survey_dropout": 0.0, "redraw_noise": False}
+    plain = list(_loader(store, **options).epoch(0))
+    cut = list(_loader(store, survey_subset_rate=1.0, **options).epoch(0))
+    subsets = [frozenset(s) for s in SURVEY_SUBSETS]
+    n_gaia = gaia_only_before = gaia_only_after = 0
+
+    def by_star(batches):  # the shuffle differs: order the epoch's stars by their truth
+        theta = np.concatenate([b.theta for b in batches])
+        order = np.lexsort(theta.T)
+        return theta[order], np.concatenate([b.mag for b in batches])[order]
+
+    (theta_before, mag_before), (theta_after, mag_after) = by_star(plain), by_star(cut)
+    np.testing.assert_array_equal(theta_before, theta_after)  # no star lost
+    for had, has in zip(_surveys_of(mag_before), _surveys_of(mag_after), strict=True):
+        assert has <= had
+        if "gaia" in had:
+            n_gaia += 1
+            gaia_only_before += had == {"gaia"}
+            gaia_only_after += has == {"gaia"}
+            assert any(has == (s & had) for s in subsets), f"{sorted(has)} of {sorted(had)}"
+        else:
+            assert has == had or has < had and has & subsets[-1]
+    assert n_gaia > 1000
+    # a third of the Gaia stars are cut to Gaia alone (4 sigma binomial)
+    assert gaia_only_after / n_gaia > 1 / 3 - 4 * np.sqrt(2 / 9 / n_gaia)
+    assert gaia_only_before / n_gaia < 0.2
+    same = list(_loader(store, survey_subset_rate=0.0, **options).epoch(0))
+    for a, b in zip(plain, same, strict=True):
+        np.testing.assert_array_equal(a.mag, b.mag)
+    with pytest.raises(ValueError, match="survey_subsets"):
+        _loader(store, survey_subsets=[("gaia", "hipparcos")])
+    with pytest.raises(ValueError, match="survey_subset_rate"):
+        _loader(store, survey_subset_rate=1.5)
 
 
 def test_derived_distance_parameters() -> None:

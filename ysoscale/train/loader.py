@@ -31,6 +31,15 @@ from ysoscale.simulate.config import SimulationConfig
 from ysoscale.simulate.kernel import young_variability
 from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS, observe
 
+SURVEY_SUBSETS: tuple[tuple[str, ...], ...] = (
+    ("gaia",),
+    ("gaia", "tmass"),
+    ("gaia", "tmass", "wise", "ps1"),
+)
+"""The cross-matches catalogs most often come with (and ``benchmarks/calibration.py``
+tests): a star given only these surveys' bands was not *looked for* elsewhere, which is not
+the same as not *detected* elsewhere (see ``StoreLoader``'s ``survey_subset_rate``)."""
+
 
 @dataclass(frozen=True)
 class Batch:
@@ -94,6 +103,15 @@ class StoreLoader:
     validation_fraction : share of the store's chunks held out
     band_dropout : probability of dropping each observed band
     survey_dropout : probability of dropping each observed survey as a whole
+    survey_subset_rate : share of stars restricted to one of ``survey_subsets`` (chosen at
+        random; the stars with no band in it are left as they are). A star is missing a
+        survey either because the survey did not detect it, which says it is faint there,
+        or because nobody cross-matched that survey, which says nothing. Natural non-
+        detections and the independent ``survey_dropout`` make a Gaia-only training star
+        mostly one too faint for 2MASS; a user with a Gaia-only table has stars of every
+        brightness. Restricting a share of the training stars to common cross-matches
+        teaches the estimator the second meaning
+    survey_subsets : the survey combinations of ``survey_subset_rate``
     redraw_noise : observe the noise-free magnitudes again (True for training)
     seed : base seed; epoch ``e`` uses ``SeedSequence([seed, e])`` for the chunk order and
         ``SeedSequence([seed, e, chunk])`` for the noise and dropout of each chunk
@@ -129,6 +147,8 @@ class StoreLoader:
         validation_fraction: float = 0.05,
         band_dropout: float = 0.1,
         survey_dropout: float = 0.15,
+        survey_subset_rate: float = 0.0,
+        survey_subsets: Sequence[Sequence[str]] = SURVEY_SUBSETS,
         redraw_noise: bool = True,
         seed: int = 0,
         error_inflation: float = 0.0,
@@ -144,6 +164,13 @@ class StoreLoader:
         self.params, self.bands = tuple(params), tuple(bands)
         self.batch_size = int(batch_size)
         self.band_dropout, self.survey_dropout = band_dropout, survey_dropout
+        if not 0.0 <= survey_subset_rate <= 1.0:
+            raise ValueError(f"survey_subset_rate must be in [0, 1], got {survey_subset_rate}")
+        unknown = sorted({s for subset in survey_subsets for s in subset} - set(SURVEYS))
+        if unknown or not survey_subsets:
+            raise ValueError(f"survey_subsets must list surveys of {SURVEYS}; unknown: {unknown}")
+        self.survey_subset_rate = survey_subset_rate
+        self.survey_subsets = tuple(tuple(subset) for subset in survey_subsets)
         self.redraw_noise, self.seed = redraw_noise, seed
         if not 0.0 <= error_inflation <= 1.0:
             raise ValueError(f"error_inflation must be in [0, 1], got {error_inflation}")
@@ -243,9 +270,23 @@ class StoreLoader:
         noise = rng.standard_normal(value.shape) * extra
         return (value + noise).astype(np.float32), new_err
 
-    def _drop(self, mag: np.ndarray, err: np.ndarray, rng: np.random.Generator) -> None:
-        """Drop whole surveys, then single bands, in place."""
+    def _restrict_to_subsets(self, mag: np.ndarray, rng: np.random.Generator) -> None:
+        """Keep only one survey subset's bands for a share of the stars, in place."""
         n = len(mag)
+        chosen = rng.integers(len(self.survey_subsets), size=n)
+        restricted = rng.random(n) < self.survey_subset_rate
+        for k, subset in enumerate(self.survey_subsets):
+            keep = np.zeros(mag.shape[1], dtype=bool)
+            for name in subset:
+                keep[self._survey_columns[name]] = True
+            rows = restricted & (chosen == k) & np.isfinite(mag[:, keep]).any(axis=1)
+            mag[np.ix_(rows, ~keep)] = np.nan
+
+    def _drop(self, mag: np.ndarray, err: np.ndarray, rng: np.random.Generator) -> None:
+        """Restrict stars to survey subsets, drop whole surveys, then single bands, in place."""
+        n = len(mag)
+        if self.survey_subset_rate:
+            self._restrict_to_subsets(mag, rng)
         for columns in self._survey_columns.values():
             lost = rng.random(n) < self.survey_dropout
             mag[np.ix_(lost, columns)] = np.nan
@@ -266,7 +307,7 @@ class StoreLoader:
                 np.asarray(parallax, np.float32), np.asarray(parallax_err, np.float32),
                 self.max_parallax_error_factor, rng, per_star=False,
             )  # fmt: skip
-        if self.band_dropout or self.survey_dropout:
+        if self.band_dropout or self.survey_dropout or self.survey_subset_rate:
             self._drop(mag, err, rng)
         mag, err = mag[:, self._columns], err[:, self._columns]
         keep = np.isfinite(mag).any(axis=1)

@@ -41,6 +41,7 @@ class TrainingConfig:
     error_inflation: float = 0.3
     saturation_release: float = 0.2
     survey_dropout: float = 0.15
+    survey_subset_rate: float = 0.25
     validation_fraction: float = 0.05
     seed: int = 0
     max_minutes: float | None = None
@@ -57,6 +58,7 @@ class TrainingConfig:
         for name in (
             "band_dropout",
             "survey_dropout",
+            "survey_subset_rate",
             "validation_fraction",
             "error_inflation",
             "saturation_release",
@@ -201,6 +203,7 @@ def train(
                                         error_inflation=training.error_inflation,
                                         saturation_release=training.saturation_release,
                                         survey_dropout=training.survey_dropout,
+                                        survey_subset_rate=training.survey_subset_rate,
                                         seed=training.seed + 1000 * i, **common)
                             for i, path in enumerate(stores)])  # fmt: skip
     val_loader = _loader([StoreLoader(path, split="validation", band_dropout=0.0,
