@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from ysoscale.nn import ATMOSPHERIC_PARAMS, EstimatorConfig, PosteriorEstimator
-from ysoscale.nn.parallax_centring import FRAME_INFLATION, ParallaxCentring, parallax_frame
+from ysoscale.nn.parallax_centring import (
+    FRAME_INFLATION,
+    MIN_WIDTH,
+    ParallaxCentring,
+    parallax_frame,
+)
 
 BANDS = ("gaia_g", "gaia_bp", "gaia_rp")
 SMALL = dict(bands=BANDS, width=16, depth=1, heads=2, ff=32, transforms=2, flow_hidden=(16,))
@@ -38,6 +43,23 @@ def test_only_the_distance_of_stars_with_a_significant_parallax_moves():
     s_u = FRAME_INFLATION / (200 * math.log(10.0)) / ((hi - lo) * p * (1 - p))
     assert float(centre[0, d]) == pytest.approx(math.log(p / (1 - p)), rel=1e-4)
     assert float(width[0, d]) == pytest.approx(s_u, rel=1e-3)
+
+
+def test_absurd_parallaxes_give_a_finite_frame():
+    """A parallax error of 1e-30 mas (found by the bad-input fuzz test) or a parallax of
+    1e30 mas must not overflow the precision: the width stops at MIN_WIDTH."""
+    config = EstimatorConfig(**SMALL)
+    d = config.params.index("log10_distance")
+    centre, width = _frame(config, [2.0, 1e30, 1e-30], [1e-30, 0.1, 1e-35])
+    assert torch.isfinite(centre).all() and torch.isfinite(width).all()
+    assert float(width[:, d].min()) == pytest.approx(MIN_WIDTH, rel=1e-3)
+    torch.manual_seed(0)
+    model = PosteriorEstimator(config)
+    mag = torch.tensor([[12.0, 12.4, 11.5]]).expand(3, 3)
+    samples, log_prob = model.sample(mag, torch.full_like(mag, 0.01),
+                                     torch.tensor([2.0, 1e30, 1e-30]),
+                                     torch.tensor([1e-30, 0.1, 1e-35]), n_samples=8)  # fmt: skip
+    assert torch.isfinite(samples).all() and torch.isfinite(log_prob).all()
 
 
 def test_width_shrinks_smoothly_with_signal_to_noise():

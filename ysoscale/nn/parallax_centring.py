@@ -50,6 +50,9 @@ SNR_FULL_WEIGHT = 3.0
 """Parallax S/N from which the parallax precision enters with full weight."""
 FRAME_INFLATION = 3.0
 """Frame width in units of the parallax's first-order distance width (see above)."""
+MIN_WIDTH = 1e-4
+"""Smallest frame width (logit units, ~1e-4 dex): S/N ~ 1e4, Gaia's best. A reported
+parallax error of, say, 1e-30 mas would otherwise overflow the precision in float32."""
 EDGE_MARGIN = 1e-3
 """Fraction of the box kept between the parallax distance and the box's edges."""
 
@@ -122,6 +125,7 @@ def parallax_frame(
     p = ((x_plx - box_lo) / scale).clamp(EDGE_MARGIN, 1.0 - EDGE_MARGIN)
     u_plx = torch.logit(p)
     s_u = FRAME_INFLATION * a / (safe_snr * math.log(10.0)) / (scale * p * (1.0 - p))
+    s_u = s_u.clamp(min=MIN_WIDTH)
     precision = torch.where(informative, weight / s_u**2, torch.zeros_like(s_u))
     centre[:, index] = precision * u_plx / (1.0 + precision)
     width[:, index] = torch.rsqrt(1.0 + precision)
