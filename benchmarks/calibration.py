@@ -17,7 +17,8 @@ table (for the README); last line: one JSON object.
 
     python benchmarks/calibration.py --store HELDOUT.zarr --split all [--model MODEL_DIR]
         [--n 100000] [--importance 2000 [--importance-min-ess 64]
-        [--importance-combination gaia]] [--device cpu|cuda] [--quick]
+        [--importance-combination gaia] [--importance-prior-density DIR]]
+        [--device cpu|cuda] [--quick]
 
 Use a store the model never saw (``ysoscale simulate --seed`` other than the training
 store's, ``--split all``), or the validation split of the training store.
@@ -148,7 +149,8 @@ def _by_parallax_snr(samples, truth, names, parallax, parallax_error) -> dict[st
 
 def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | None,
                 max_proposal: int, flux_scaled: bool = False,
-                combination: str = "all", detection: bool = True) -> dict[str, object]:  # fmt: skip
+                combination: str = "all", detection: bool = True,
+                prior_density: str | None = None) -> dict[str, object]:  # fmt: skip
     """Coverage of the first ``n`` stars (the surveys of ``combination``) before and after
     importance sampling
     (``4 * n_samples`` proposals; stars with an ESS below ``min_ess`` are redrawn from
@@ -163,13 +165,17 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
 
     With ``detection`` the likelihood includes the stars' detection pattern in the
     combination's surveys (:mod:`ysoscale.infer.selection`, footprints from the stored
-    positions), which the estimator learned from its training set."""
+    positions), which the estimator learned from its training set. ``prior_density`` is a
+    :class:`~ysoscale.infer.prior_density.PriorDensity` folder (default: the shipped one)."""
     from ysoscale.infer.importance import importance_sample, log_importance_weight
-    from ysoscale.infer.prior_density import load_default_prior_density
+    from ysoscale.infer.prior_density import PriorDensity, load_default_prior_density
     from ysoscale.infer.selection import DetectionSelection, survey_footprints
 
     device = model.lo.device
-    prior = load_default_prior_density(map_location=device)
+    if prior_density is None:
+        prior = load_default_prior_density(map_location=device)
+    else:
+        prior = PriorDensity.load(prior_density, map_location=device)
     rows, mag, err, parallax, parallax_error = restrict(data, model.config.bands,
                                                         COMBINATIONS[combination])  # fmt: skip
     mag, err, parallax, parallax_error = (a[:n] for a in (mag, err, parallax, parallax_error))
@@ -201,6 +207,8 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
     weighted_error = np.nanmax(np.abs(weighted - LEVELS[:, None]), axis=0)
     return {
         "combination": combination,
+        "prior_density": prior_density or "shipped",
+        "prior_rv": "exact factor" if getattr(prior, "rv_factor", None) else "in the flow",
         "n": int(len(truth)),
         "stars_per_s": len(truth) / seconds,
         "min_ess": min_ess,
@@ -260,6 +268,11 @@ def main() -> None:
                         choices=["with", "without", "both"],
                         help="weigh the detection pattern in the likelihood; both: run "
                         "the importance sampling twice, printed side by side")  # fmt: skip
+    parser.add_argument(
+        "--importance-prior-density",
+        default=None,
+        help="PriorDensity folder for the weights (default: the shipped one)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="2000 stars")
     args = parser.parse_args()
@@ -311,7 +324,7 @@ def main() -> None:
             runs[key] = _importance(model, forward, data, args.importance, args.samples,
                                     args.importance_min_ess, args.importance_max_proposal,
                                     args.importance_flux_scaled, args.importance_combination,
-                                    detection)  # fmt: skip
+                                    detection, args.importance_prior_density)  # fmt: skip
             print(f"\nimportance sampling ({args.importance} stars, "
                   f"{args.importance_combination}, detection pattern "
                   f"{'weighed' if detection else 'left out'}):")  # fmt: skip

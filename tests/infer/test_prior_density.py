@@ -12,6 +12,7 @@ from ysoscale.infer.prior_density import (
     CARD_FILE,
     WEIGHTS_FILE,
     PriorDensity,
+    RvGivenPopulation,
     fit_prior_density,
     load_default_prior_density,
     prior_draws,
@@ -56,6 +57,65 @@ def test_save_load_round_trip_gives_identical_log_probs(tiny, tmp_path):
     assert torch.equal(again.log_prob(theta), tiny.log_prob(theta))
     assert again.params == tiny.params
     assert again.card["validation_nll"] == tiny.card["validation_nll"]
+    assert again.rv_factor == tiny.rv_factor is not None
+    assert tiny.flow_params == tuple(p for p in PHYSICAL_PARAMS if p != "rv")
+
+
+def test_exact_rv_can_be_switched_off():
+    density = fit_prior_density(n=500, epochs=1, transforms=1, hidden=(8,), bins=4, exact_rv=False)
+    assert density.rv_factor is None and density.flow_params == PHYSICAL_PARAMS
+
+
+YOUNG_CUT = math.log10(50e6)
+
+
+@pytest.fixture(scope="module")
+def rv_factor() -> RvGivenPopulation:
+    return RvGivenPopulation.from_prior(PriorConfig())
+
+
+@pytest.mark.parametrize("log10_age", [6.5, 9.5])
+def test_rv_factor_is_a_normalised_density(rv_factor, log10_age):
+    rv = torch.linspace(2.3, 5.6, 330_001, dtype=torch.float64)[1:-1]
+    density = rv_factor.log_prob(rv, torch.full_like(rv, log10_age)).exp()
+    assert float(torch.trapezoid(density, rv)) == pytest.approx(1.0, abs=2e-3)  # cliffs
+    outside = rv_factor.log_prob(torch.tensor([2.2, 5.7]), torch.tensor([6.5, 6.5]))
+    assert torch.isneginf(outside).all()
+
+
+@pytest.mark.parametrize("young", [True, False])
+def test_rv_factor_matches_the_priors_draws_in_every_bin(rv_factor, young):
+    """Binned share of 4e5 prior draws vs the factor's integral over each bin."""
+    theta, _ = prior_draws(400_000, PHYSICAL_PARAMS, np.random.default_rng(7))
+    age, rv = theta[:, 1], theta[:, 5]
+    sel = age < YOUNG_CUT if young else age >= YOUNG_CUT
+    edges = np.array([2.3, 2.8, 3.0, 3.2, 3.4, 3.8, 4.5, 5.0, 5.3, 5.5, 5.6])
+    counts, _ = np.histogram(rv[sel], edges)
+    fine = torch.linspace(2.3, 5.6, 66_001, dtype=torch.float64)[1:-1]
+    dens = rv_factor.log_prob(fine, torch.full_like(fine, 6.5 if young else 9.5)).exp().numpy()
+    expected = np.array(
+        [
+            np.trapezoid(dens[(fine >= a) & (fine <= b)], fine[(fine >= a) & (fine <= b)])
+            for a, b in zip(edges[:-1], edges[1:], strict=True)
+        ]
+    )
+    n = int(sel.sum())
+    spread = np.sqrt(expected * (1 - expected) / n)
+    assert np.all(np.abs(counts / n - expected) < 5 * spread + 2e-4), (counts / n, expected)
+    assert counts[-1] == 0 and expected[-1] < 1e-5  # nothing between 5.5 and 5.6 (bar the
+    # trapezoid rule across the cliff)
+    assert counts[-2] > 0.01 * n if young else counts[-2] > 0.001 * n  # the uniform tail
+
+
+def test_rv_factor_samples_follow_its_density(rv_factor):
+    torch.manual_seed(1)
+    age = torch.where(torch.rand(200_000) < 0.5, 6.5, 9.5)
+    rv = rv_factor.sample(age)
+    assert rv.shape == age.shape and bool(((rv > 2.3) & (rv < 5.6)).all())
+    for value, tail in ((6.5, 0.3), (9.5, 0.05)):
+        share = float((rv[age == value] > 5.0).float().mean())
+        expected = tail * 0.5 / 2.2  # the uniform tail's share above 5.0; the core's is ~0
+        assert abs(share - expected) < 5 * math.sqrt(expected / 100_000)
 
 
 def test_log_prob_is_minus_infinity_outside_the_support(tiny):
@@ -116,3 +176,19 @@ def test_shipped_density_samples_look_like_the_prior(shipped, fresh_draws):
         cdf_b = torch.searchsorted(b, grid, right=True) / len(b)
         ks = float((cdf_a - cdf_b).abs().max())
         assert ks < 0.045, (name, ks)  # 99.9 % critical value for 3000 vs 20000 is 0.038
+
+
+def test_shipped_density_keeps_the_young_stars_r_v_tail(shipped, fresh_draws):
+    """R_V in (5.3, 5.5): 1.4 % of young stars; the first shipped fit gave it no density."""
+    young = fresh_draws[fresh_draws[:, 1] < YOUNG_CUT]
+    in_tail = (young[:, 5] > 5.3) & (young[:, 5] < 5.5)
+    assert float(in_tail.float().mean()) > 0.008
+    with torch.no_grad():
+        log_p = shipped.log_prob(young)
+    # the edge of the tail is as probable as its middle, given the other parameters
+    edge, middle = young.clone(), young.clone()
+    edge[:, 5], middle[:, 5] = 5.45, 4.4
+    with torch.no_grad():
+        ratio = (shipped.log_prob(edge) - shipped.log_prob(middle)).exp()
+    assert torch.isfinite(log_p[in_tail]).all()
+    assert torch.allclose(ratio, torch.ones_like(ratio), atol=0.05)
