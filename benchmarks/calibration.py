@@ -208,7 +208,7 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
     return {
         "combination": combination,
         "prior_density": prior_density or "shipped",
-        "prior_rv": "exact factor" if getattr(prior, "rv_factor", None) else "in the flow",
+        "prior_rv": "exact factor" if prior.rv_factor is not None else "in the flow",
         "n": int(len(truth)),
         "stars_per_s": len(truth) / seconds,
         "min_ess": min_ess,

@@ -27,9 +27,11 @@ from ysoscale.infer.prior_density import (
     prior_draws,
 )
 from ysoscale.nn.config import PHYSICAL_PARAMS
+from ysoscale.simulate.priors import PriorConfig
 from ysoscale.validate import LEVELS
 
-YOUNG_BELOW = math.log10(50e6)
+YOUNG_BELOW = math.log10(PriorConfig().young_age_myr[1] * 1e6)
+"""Young regions end here and the thin disk starts (log10 yr)."""
 
 
 def conditional_pit(
@@ -37,8 +39,6 @@ def conditional_pit(
 ) -> np.ndarray:
     """``P(theta_j' <= theta_j | rest)`` under ``density`` for each row of ``theta``."""
     lo, hi = float(density.lo[j]), float(density.hi[j])
-    if not math.isfinite(lo):
-        lo = float(theta[:, j].min()) - 1.0
     logit = torch.linspace(-14.0, 14.0, grid_size, dtype=torch.float64)
     grid = (lo + (hi - lo) * torch.sigmoid(logit)).float()
     width = torch.as_tensor(np.gradient(grid.double().numpy()))

@@ -423,7 +423,7 @@ class PriorDensity(nn.Module):
         part = self.distribution().sample(tuple(shape))
         if self.rv_factor is None:
             return part
-        out = torch.empty(*part.shape[:-1], len(self.params), dtype=part.dtype)
+        out = part.new_empty(*part.shape[:-1], len(self.params))
         out[..., self.flow_index] = part
         age = out[..., self.params.index("log10_age")]
         out[..., self.params.index("rv")] = self.rv_factor.sample(age)
@@ -564,24 +564,15 @@ def fit_prior_density(
     if exact_rv and {"rv", "log10_age"} <= set(params):
         j = params.index("rv")
         rv_factor = RvGivenPopulation.from_prior(prior, (lo[j], hi[j]))
-    flow_index = [j for j, p in enumerate(params) if rv_factor is None or p != "rv"]
-    to_real = BoxToRealTransform(
-        torch.tensor([lo[j] for j in flow_index], device=device),
-        torch.tensor([hi[j] for j in flow_index], device=device),
-    )
-    logits = to_real(train[:, flow_index])
     torch.manual_seed(seed)
     model = PriorDensity(
-        params,
-        lo,
-        hi,
-        logits.mean(0).tolist(),
-        logits.std(0).tolist(),
-        transforms=transforms,
-        hidden=hidden,
-        bins=bins,
-        rv_factor=rv_factor,
+        params, lo, hi, transforms=transforms, hidden=hidden, bins=bins, rv_factor=rv_factor
     ).to(device)
+    with torch.no_grad():  # standardise the flow's logits on the training draws
+        index = model.flow_index
+        logits = BoxToRealTransform(model.lo[index], model.hi[index])(train[:, index])
+        model.shift.copy_(logits.mean(0))
+        model.scale.copy_(logits.std(0))
     optimizer = torch.optim.Adam(model.flow.parameters(), lr=learning_rate)
     steps_per_epoch = max(1, len(train) // batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
