@@ -17,7 +17,9 @@ table (for the README); last line: one JSON object.
 
     python benchmarks/calibration.py --store HELDOUT.zarr --split all [--model MODEL_DIR]
         [--n 100000] [--importance 2000 [--importance-min-ess 64]
-        [--importance-combination gaia] [--importance-prior-density DIR]]
+        [--importance-combination gaia] [--importance-prior-density DIR]
+        [--importance-detection with|without|both] [--importance-variability with|without|both]
+        [--importance-only]]
         [--device cpu|cuda] [--quick]
 
 Use a store the model never saw (``ysoscale simulate --seed`` other than the training
@@ -150,7 +152,8 @@ def _by_parallax_snr(samples, truth, names, parallax, parallax_error) -> dict[st
 def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | None,
                 max_proposal: int, flux_scaled: bool = False,
                 combination: str = "all", detection: bool = True,
-                prior_density: str | None = None) -> dict[str, object]:  # fmt: skip
+                prior_density: str | None = None,
+                variability: bool = True) -> dict[str, object]:  # fmt: skip
     """Coverage of the first ``n`` stars (the surveys of ``combination``) before and after
     importance sampling
     (``4 * n_samples`` proposals; stars with an ESS below ``min_ess`` are redrawn from
@@ -165,11 +168,14 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
 
     With ``detection`` the likelihood includes the stars' detection pattern in the
     combination's surveys (:mod:`ysoscale.infer.selection`, footprints from the stored
-    positions), which the estimator learned from its training set. ``prior_density`` is a
+    positions), which the estimator learned from its training set; with ``variability``
+    also what the reported errors say about youth (:mod:`ysoscale.infer.variability`).
+    ``prior_density`` is a
     :class:`~ysoscale.infer.prior_density.PriorDensity` folder (default: the shipped one)."""
     from ysoscale.infer.importance import importance_sample, log_importance_weight
     from ysoscale.infer.prior_density import PriorDensity, load_default_prior_density
     from ysoscale.infer.selection import DetectionSelection, survey_footprints
+    from ysoscale.infer.variability import VariabilityEvidence
 
     device = model.lo.device
     if prior_density is None:
@@ -185,8 +191,9 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
         selection = DetectionSelection.from_surveys(model.config.bands, COMBINATIONS[combination])
         footprint = survey_footprints(data["l_deg"][rows][:n], data["b_deg"][rows][:n],
                                       selection.surveys)  # fmt: skip
+    evidence = VariabilityEvidence.from_surveys(model.config.bands) if variability else None
     likelihood = dict(error_floor=0.0, flux_scaled_errors=flux_scaled, selection=selection,
-                      in_footprint=footprint)  # fmt: skip
+                      in_footprint=footprint, variability=evidence)  # fmt: skip
     start = time.perf_counter()
     result = importance_sample(model, forward, prior, mag, err, parallax, parallax_error,
                                n_proposal=4 * n_samples, n_out=n_samples, seed=0,
@@ -214,6 +221,7 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
         "min_ess": min_ess,
         "flux_scaled_errors": flux_scaled,
         "detection_pattern": detection,
+        "variability": variability,
         "max_proposal": max_proposal,
         "refined_fraction": float((result.n_proposals > 4 * n_samples).float().mean()),
         "median_ess": float(result.ess.median()),
@@ -229,8 +237,9 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
 
 def _importance_table(runs, names: list[str]) -> list[str]:
     """Markdown rows: max coverage error per parameter of each importance-sampling run."""
-    head = "| detection pattern | median ESS | OOD | stage | " + " | ".join(names) + " | max |"
-    lines = [head, "|" + "---|" * (len(names) + 5)]
+    head = ("| detection pattern | reported errors | median ESS | OOD | stage | "
+            + " | ".join(names) + " | max |")  # fmt: skip
+    lines = [head, "|" + "---|" * (len(names) + 6)]
     stages = (("proposal", "before"), ("resampled draws", "after"),
               ("weighted posterior", "weighted_posterior"))  # fmt: skip
     for run in runs:
@@ -239,6 +248,7 @@ def _importance_table(runs, names: list[str]) -> list[str]:
             values = [errors[p] for p in names]
             lines.append(
                 f"| {'weighed' if run['detection_pattern'] else 'left out'} "
+                f"| {'weighed' if run.get('variability') else 'left out'} "
                 f"| {run['median_ess']:.1f} | {100 * run['ood_fraction']:.0f} % | {label} | "
                 + " | ".join(f"{v:.3f}" for v in values)
                 + f" | {max(values):.3f} |"
@@ -268,11 +278,17 @@ def main() -> None:
                         choices=["with", "without", "both"],
                         help="weigh the detection pattern in the likelihood; both: run "
                         "the importance sampling twice, printed side by side")  # fmt: skip
+    parser.add_argument("--importance-variability", default="without",
+                        choices=["with", "without", "both"],
+                        help="weigh what the reported errors say about youth "
+                        "(ysoscale.infer.variability); both: run with and without")  # fmt: skip
     parser.add_argument(
         "--importance-prior-density",
         default=None,
         help="PriorDensity folder for the weights (default: the shipped one)",
     )
+    parser.add_argument("--importance-only", action="store_true",
+                        help="skip the per-combination calibration of the plain estimator")  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="2000 stars")
     args = parser.parse_args()
@@ -287,7 +303,7 @@ def main() -> None:
     table = ["| surveys | stars | " + " | ".join(f"{p} MAD" for p in [*names, "teff", "logg"])
              + " | max coverage error |",
              "|---" * (len(names) + 5) + "|"]  # fmt: skip
-    for label, surveys in COMBINATIONS.items():
+    for label, surveys in {} if args.importance_only else COMBINATIONS.items():
         rows, mag, err, parallax, parallax_error = restrict(data, model.config.bands, surveys)
         truth = data["theta"][rows]
         start = time.perf_counter()
@@ -320,18 +336,23 @@ def main() -> None:
         variants = {"with": [True], "without": [False], "both": [False, True]}
         runs = {}
         for detection in variants[args.importance_detection]:
-            key = "importance_detection" if detection else "importance"
-            runs[key] = _importance(model, forward, data, args.importance, args.samples,
-                                    args.importance_min_ess, args.importance_max_proposal,
-                                    args.importance_flux_scaled, args.importance_combination,
-                                    detection, args.importance_prior_density)  # fmt: skip
-            print(f"\nimportance sampling ({args.importance} stars, "
-                  f"{args.importance_combination}, detection pattern "
-                  f"{'weighed' if detection else 'left out'}):")  # fmt: skip
-            print(json.dumps(runs[key], indent=1))
+            for variability in variants[args.importance_variability]:
+                key = ("importance" + ("_detection" if detection else "")
+                       + ("_variability" if variability else ""))  # fmt: skip
+                runs[key] = _importance(model, forward, data, args.importance, args.samples,
+                                        args.importance_min_ess, args.importance_max_proposal,
+                                        args.importance_flux_scaled,
+                                        args.importance_combination, detection,
+                                        args.importance_prior_density, variability)  # fmt: skip
+                print(f"\nimportance sampling ({args.importance} stars, "
+                      f"{args.importance_combination}, detection pattern "
+                      f"{'weighed' if detection else 'left out'}, reported errors "
+                      f"{'weighed' if variability else 'left out'}):")  # fmt: skip
+                print(json.dumps(runs[key], indent=1))
         summary.update(runs)
         print("\n" + "\n".join(_importance_table(runs.values(), names)))
-    print("\n" + "\n".join(table))
+    if not args.importance_only:
+        print("\n" + "\n".join(table))
     print(json.dumps(summary))
 
 

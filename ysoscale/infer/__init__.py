@@ -23,6 +23,7 @@ _LAZY = {
     "importance_sample": "ysoscale.infer.importance",
     "DetectionSelection": "ysoscale.infer.selection",
     "survey_footprints": "ysoscale.infer.selection",
+    "VariabilityEvidence": "ysoscale.infer.variability",
     "load_default_prior_density": "ysoscale.infer.prior_density",
 }
 
@@ -40,6 +41,7 @@ __all__ = [
     "PADDING",
     "STATS",
     "InferReport",
+    "VariabilityEvidence",
     "Layout",
     "ModelPlugin",
     "importance_sample",

@@ -49,6 +49,11 @@ What the likelihood leaves out
   pseudo-marginal weight: unbiased, so the weighted posterior stays consistent). With
   ``disk=None`` a star with a disk is judged against a bare photosphere and is usually
   flagged.
+* What the reported errors say, unless asked for: the simulator inflates a young star's
+  errors by its variability, so they tell young from old, and the estimator learned to read
+  them. Pass ``variability`` (:class:`~ysoscale.infer.variability.VariabilityEvidence`) to
+  weigh that too; without it, with few bands, the weighted posterior's age, [M/H] and A_V
+  drift towards the prior.
 * Binaries and any variability beyond the reported errors.
 
 Examples
@@ -77,6 +82,7 @@ import torch
 from torch import Tensor
 
 from ysoscale.infer.selection import DetectionSelection
+from ysoscale.infer.variability import VariabilityEvidence
 from ysoscale.nn.tokenizer import observed_bands
 from ysoscale.simulate.priors import PriorConfig
 
@@ -165,6 +171,7 @@ class _Settings:
     disk: DiskMarginal | None
     flux_scaled_errors: bool = False
     selection: DetectionSelection | None = None
+    variability: VariabilityEvidence | None = None
 
 
 @dataclass
@@ -445,6 +452,11 @@ def _log_likelihood(
             log_lik = log_lik.view(n, size)
     distance = inputs["distance"].view(n, size)
     log_lik = log_lik + parallax_log_likelihood(distance, parallax, parallax_error)
+    if settings.variability is not None:
+        terms = settings.variability.star_terms(mag, mag_err)
+        log_lik = log_lik + settings.variability.log_probability(
+            inputs["log10_age"].view(n, size), terms
+        )
     log_lik = torch.where(valid, log_lik, -math.inf)
     return log_lik, valid
 
@@ -499,6 +511,7 @@ def importance_sample(
     flux_scaled_errors: bool = False,
     selection: DetectionSelection | None = None,
     in_footprint: Any = None,
+    variability: VariabilityEvidence | None = None,
 ) -> ImportanceResult:
     """Importance-sample the exact posterior of every star with the estimator as proposal.
 
@@ -561,6 +574,10 @@ def importance_sample(
     in_footprint : array (n, len(selection.surveys)) bool, optional
         Which of the selection's surveys cover each star
         (:func:`~ysoscale.infer.selection.survey_footprints`); default: only those that saw it.
+    variability : VariabilityEvidence, optional
+        Also weigh what the reported errors say about youth: the simulator inflates a young
+        star's errors by its variability (:mod:`ysoscale.infer.variability`), and the
+        estimator learned to read that. Meant for simulations, like ``selection``.
 
     Returns
     -------
@@ -618,7 +635,7 @@ def importance_sample(
     if min_ess is not None and max_proposal <= n_proposal:
         raise ValueError(f"max_proposal ({max_proposal}) must exceed n_proposal ({n_proposal})")
     settings = _Settings(n_proposal, n_out, resample, keep_proposal, error_floor, disk,
-                         flux_scaled_errors, selection)  # fmt: skip
+                         flux_scaled_errors, selection, variability)  # fmt: skip
     footprint = _footprint_tensor(in_footprint, selection, mag.shape[0], device)
 
     def star_data(rows: slice | Tensor) -> tuple[Tensor | None, ...]:
@@ -694,6 +711,7 @@ def log_importance_weight(
     flux_scaled_errors: bool = False,
     selection: DetectionSelection | None = None,
     in_footprint: Any = None,
+    variability: VariabilityEvidence | None = None,
 ) -> Tensor:
     """Unnormalised log importance weights ``log p + log L - log q`` of given parameters.
 
@@ -708,7 +726,7 @@ def log_importance_weight(
     theta : array (n, S, n_param)
         Parameter vectors per star, physical units, ``model.config.params`` order.
     mag, mag_err, parallax, parallax_error, error_floor, disk, flux_scaled_errors
-    selection, in_footprint
+    selection, in_footprint, variability
         As in :func:`importance_sample` (use the same values to compare the weights).
     seed : int or None
         Seeds the disk draws.
@@ -724,7 +742,8 @@ def log_importance_weight(
     data = tuple(_as_tensor(a, device) for a in (mag, mag_err, parallax, parallax_error))
     n = data[0].shape[0]
     data = (*data, _footprint_tensor(in_footprint, selection, n, device))
-    settings = _Settings(0, 0, False, True, error_floor, disk, flux_scaled_errors, selection)
+    settings = _Settings(0, 0, False, True, error_floor, disk, flux_scaled_errors, selection,
+                         variability)  # fmt: skip
     assert theta.ndim == 3 and theta.shape[0] == n and theta.shape[2] == len(params), (
         f"theta must be (n={n}, S, {len(params)}), got {tuple(theta.shape)}"
     )
