@@ -288,7 +288,7 @@ def main() -> None:
         help="PriorDensity folder for the weights (default: the shipped one)",
     )
     parser.add_argument("--importance-only", action="store_true",
-                        help="skip the per-combination calibration of the plain estimator")  # fmt: skip
+                        help="skip the plain estimator's per-combination calibration")  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="2000 stars")
     args = parser.parse_args()
