@@ -153,7 +153,7 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
                 max_proposal: int, flux_scaled: bool = False,
                 combination: str = "all", detection: bool = True,
                 prior_density: str | None = None,
-                variability: bool = True) -> dict[str, object]:  # fmt: skip
+                variability: bool = False) -> dict[str, object]:  # fmt: skip
     """Coverage of the first ``n`` stars (the surveys of ``combination``) before and after
     importance sampling
     (``4 * n_samples`` proposals; stars with an ESS below ``min_ess`` are redrawn from
@@ -248,7 +248,7 @@ def _importance_table(runs, names: list[str]) -> list[str]:
             values = [errors[p] for p in names]
             lines.append(
                 f"| {'weighed' if run['detection_pattern'] else 'left out'} "
-                f"| {'weighed' if run.get('variability') else 'left out'} "
+                f"| {'weighed' if run['variability'] else 'left out'} "
                 f"| {run['median_ess']:.1f} | {100 * run['ood_fraction']:.0f} % | {label} | "
                 + " | ".join(f"{v:.3f}" for v in values)
                 + f" | {max(values):.3f} |"

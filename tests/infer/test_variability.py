@@ -65,11 +65,9 @@ def test_young_excess_follows_the_modelled_lognormal():
     tolerance at 4 sigma on the young stars)."""
     mag, err, young = observed_stars(seed=4)
     evidence = VariabilityEvidence.from_surveys(BAND_IDS)
-    m, e = torch.from_numpy(mag[young]), torch.from_numpy(err[young])
-    law_var = evidence.law_variance(m)
-    usable = torch.isfinite(m) & torch.isfinite(law_var)
-    pick = torch.where(usable, law_var, math.inf).argmin(dim=1, keepdim=True)
-    w = (e.double().gather(1, pick) ** 2 - law_var.gather(1, pick))[:, 0].numpy()
+    w, _, has = evidence.variance_excess(torch.from_numpy(mag[young]), torch.from_numpy(err[young]))
+    assert bool(has.all())
+    w = w.numpy()
     assert np.all(w > 0)
     mu, sigma = 2 * math.log(evidence.median_mag), 2 * evidence.log_sigma
     u = stats.norm.cdf((np.log(w) - mu) / sigma)

@@ -140,29 +140,25 @@ class VariabilityEvidence:
         """σ_law (mag) at magnitudes ``(..., n_band)``: a variability-free star's error."""
         return torch.sqrt(self.law_variance(mag))
 
+    def variance_excess(self, mag: Tensor, mag_err: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per star ``(w, σ_rep, has)``: the excess ``σ_rep² − σ_law(m)²`` of the observed
+        band with the smallest ``σ_law``, that band's reported error, and whether the star
+        has a usable band (where it has none, ``w = 0`` and ``σ_rep = 1``)."""
+        mag, err = mag.double(), mag_err.double()
+        law_var = self.law_variance(mag)
+        usable = torch.isfinite(mag) & torch.isfinite(err) & (err > 0) & torch.isfinite(law_var)
+        pick = torch.where(usable, law_var, math.inf).argmin(dim=1, keepdim=True)
+        has = usable.gather(1, pick)[:, 0]
+        rep = torch.where(has, err.gather(1, pick)[:, 0], 1.0)
+        w = torch.where(has, rep**2 - law_var.gather(1, pick)[:, 0], 0.0)
+        return w, rep, has
+
     def star_terms(self, mag: Tensor, mag_err: Tensor) -> Tensor:
         """``(n, 2)`` float64: ``log p(w | young)``, ``log p(w | old)`` per star (zeros for a
         star with no usable band, or without variability in the model)."""
-        mag, err = mag.double(), mag_err.double()
-        n = mag.shape[0]
-        law_var = self.law_variance(mag)
-        usable = torch.isfinite(mag) & torch.isfinite(err) & (err > 0) & torch.isfinite(law_var)
         if self.median_mag == 0.0:
-            return torch.zeros(n, 2, dtype=torch.float64, device=mag.device)
-        pick = torch.where(usable, law_var, math.inf).argmin(dim=1, keepdim=True)
-        has = usable.gather(1, pick)[:, 0]
-        m = torch.where(has, mag.gather(1, pick)[:, 0], 0.0)
-        rep = torch.where(has, err.gather(1, pick)[:, 0], 1.0)
-        band_law = [t.to(mag.device)[pick[:, 0]] for t in (self.snr5_mag, self.noise_fraction,
-                                                           self.floor)]  # fmt: skip
-        band_law = [torch.where(has, t, 0.0) for t in band_law]
-
-        def variance(at: Tensor) -> Tensor:
-            snr5, g, floor = band_law
-            x = torch.exp((0.4 * math.log(10.0)) * (at - snr5))
-            return x * ((1.0 - g) * x + g) * _NOISE_TO_MAG**2 + floor**2
-
-        w = rep**2 - variance(m)
+            return torch.zeros(mag.shape[0], 2, dtype=torch.float64, device=mag.device)
+        w, rep, has = self.variance_excess(mag, mag_err)
         s = _ROUNDING * rep**2
         log_old = -0.5 * ((w / s) ** 2 + _LOG_2PI) - torch.log(s)
 
