@@ -215,7 +215,12 @@ def _importance(model, forward, data, n: int, n_samples: int, min_ess: float | N
     return {
         "combination": combination,
         "prior_density": prior_density or "shipped",
-        "prior_rv": "exact factor" if prior.rv_factor is not None else "in the flow",
+        "prior_parts": [part.name for part in prior.parts],
+        "prior_exact": [
+            name
+            for name, factor in (("rv", prior.rv_factor), ("log10_mass", prior.mass_factor))
+            if factor is not None
+        ],  # fmt: skip
         "n": int(len(truth)),
         "stars_per_s": len(truth) / seconds,
         "min_ess": min_ess,

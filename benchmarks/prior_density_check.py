@@ -9,7 +9,8 @@ levels of :data:`ysoscale.validate.LEVELS`, signed. A perfect density gives only
 sampling scatter (2σ ≈ 2·sqrt(c(1-c)/n)). Importance sampling's weighted posterior
 inherits these errors wherever the data say little (R_V, [M/H] from Gaia alone).
 
-    python benchmarks/prior_density_check.py [--density DIR] [--compare DIR] [--n 6000] [--quick]
+    python benchmarks/prior_density_check.py [--density DIR] [--compare DIR] [--n 6000]
+        [--population all|young|field] [--quick]
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def report(density: PriorDensity, theta: torch.Tensor, grid_size: int) -> dict[s
     for j, name in enumerate(density.params):
         u = conditional_pit(density, theta, j, grid_size)
         for label, sel in (("young", young), ("field", ~young)):
+            if not sel.any():  # --population young or field
+                continue
             err = np.array([np.mean(np.abs(u[sel] - 0.5) <= c / 2) for c in LEVELS]) - LEVELS
             k = int(np.abs(err).argmax())
             worst[f"{name}/{label}"] = round(float(err[k]), 4)
@@ -80,20 +83,26 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=6000)
     parser.add_argument("--grid", type=int, default=256)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--population", default="all", choices=["all", "young", "field"],
+                        help="draw from one population only (young: 10x the young stars "
+                        "of --population all's draws)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="1000 draws")
     args = parser.parse_args()
     if args.quick:
         args.n = 1000
-    summary: dict[str, object] = {"n": args.n, "grid": args.grid}
-    theta, _ = prior_draws(args.n, PHYSICAL_PARAMS, np.random.default_rng(args.seed))
+    summary: dict[str, object] = {"n": args.n, "grid": args.grid, "population": args.population}
+    prior = PriorConfig(population=args.population)
+    theta, _ = prior_draws(args.n, PHYSICAL_PARAMS, np.random.default_rng(args.seed), prior)
     theta = torch.as_tensor(theta, dtype=torch.float32)
     for path in [args.density] + ([args.compare] if args.compare else []):
         density = PriorDensity.load(path)
         assert density.params == PHYSICAL_PARAMS, density.params
-        kind = "exact R_V factor" if density.rv_factor is not None else "R_V in the flow"
+        exact = density.card.get("exact_factors", ["rv"] if density.rv_factor else [])
+        kind = f"parts {[p.name for p in density.parts]}, exact {exact or 'none'}"
         with torch.no_grad():
             nll = float(-density.log_prob(theta).double().mean())
-        print(f"\n{path} ({kind}): NLL {nll:.4f} nats on {args.n} fresh draws")
+        print(f"\n{path} ({kind}): NLL {nll:.4f} nats on {args.n} fresh draws "
+              f"(population {args.population})")  # fmt: skip
         summary[path] = {"nll": round(nll, 4), "worst_signed": report(density, theta, args.grid)}
     print(json.dumps(summary))
 

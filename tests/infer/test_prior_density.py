@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from ysoscale.infer.prior_density import (
     CARD_FILE,
     WEIGHTS_FILE,
+    MassGivenAge,
     PriorDensity,
     RvGivenPopulation,
     fit_prior_density,
@@ -20,7 +23,7 @@ from ysoscale.infer.prior_density import (
 )
 from ysoscale.nn.config import PHYSICAL_PARAMS
 from ysoscale.simulate.config import SimulationConfig
-from ysoscale.simulate.priors import PriorConfig
+from ysoscale.simulate.priors import PriorConfig, kroupa_cdf, sample_prior
 
 
 def test_support_is_the_prior_support_inside_the_bounds():
@@ -58,12 +61,58 @@ def test_save_load_round_trip_gives_identical_log_probs(tiny, tmp_path):
     assert again.params == tiny.params
     assert again.card["validation_nll"] == tiny.card["validation_nll"]
     assert again.rv_factor == tiny.rv_factor is not None
-    assert tiny.flow_params == tuple(p for p in PHYSICAL_PARAMS if p != "rv")
+    assert again.mass_factor == tiny.mass_factor is not None
+    assert again.parts == tiny.parts and len(tiny.parts) == 2
+    assert tiny.flow_params == tuple(p for p in PHYSICAL_PARAMS if p not in ("rv", "log10_mass"))
 
 
-def test_exact_rv_can_be_switched_off():
-    density = fit_prior_density(n=500, epochs=1, transforms=1, hidden=(8,), bins=4, exact_rv=False)
-    assert density.rv_factor is None and density.flow_params == PHYSICAL_PARAMS
+def test_exact_factors_and_the_population_split_can_be_switched_off():
+    density = fit_prior_density(
+        n=500, epochs=1, transforms=1, hidden=(8,), bins=4, exact_rv=False, exact_mass=False,
+        split_populations=False,
+    )  # fmt: skip
+    assert density.rv_factor is None and density.mass_factor is None
+    assert density.flow_params == PHYSICAL_PARAMS and len(density.parts) == 1
+
+
+def test_a_density_of_format_1_loads_with_the_same_log_probs(tmp_path):
+    """Format 1 (one flow at ``flow.*``, 1-D shift/scale, no parts): read as one part."""
+    one = fit_prior_density(n=500, epochs=1, transforms=1, hidden=(8,), bins=4,
+                            exact_mass=False, split_populations=False)  # fmt: skip
+    path = one.save(tmp_path / "density")
+    card = json.loads((path / CARD_FILE).read_text())
+    for key in ("format", "parts", "mass_factor"):
+        del card[key]
+    (path / CARD_FILE).write_text(json.dumps(card))
+    state = {
+        ("flow." + k[len("flows.0.") :] if k.startswith("flows.0.") else k): v
+        for k, v in one.state_dict().items()
+        if k not in ("part_lo", "part_hi", "log_weight")
+    }
+    state["shift"], state["scale"] = state["shift"][0], state["scale"][0]
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path / WEIGHTS_FILE))
+    again = PriorDensity.load(path)
+    theta = torch.as_tensor(prior_draws(300, PHYSICAL_PARAMS, np.random.default_rng(6))[0])
+    # format 1 had no part weight (the density was right up to a constant)
+    assert torch.allclose(again.log_prob(theta), one.log_prob(theta) - one.log_weight[0])
+    card["format"] = 9
+    (path / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="format 9"):
+        PriorDensity.load(path)
+
+
+def test_parts_split_the_prior_by_age_with_the_populations_shares(tiny):
+    young, field = tiny.parts
+    assert (young.name, field.name) == ("young", "field")
+    assert young.age_hi == field.age_lo == pytest.approx(YOUNG_CUT)
+    # weight = share x fraction of the population's draws inside the support: young
+    # stars almost all lie inside, field stars lose those with A_V > 30
+    assert young.weight == pytest.approx(0.1, rel=0.01)
+    assert 0.75 < field.weight < 0.9
+    theta = torch.as_tensor(prior_draws(2000, PHYSICAL_PARAMS, np.random.default_rng(5))[0])
+    part = tiny._part_of(theta.float())
+    assert torch.equal(part == 0, theta[:, 1] < YOUNG_CUT)
+    assert torch.isfinite(tiny.log_prob(theta)).all()
 
 
 YOUNG_CUT = math.log10(50e6)
@@ -192,3 +241,45 @@ def test_shipped_density_keeps_the_young_stars_r_v_tail(shipped, fresh_draws):
         ratio = (shipped.log_prob(edge) - shipped.log_prob(middle)).exp()
     assert torch.isfinite(log_p[in_tail]).all()
     assert torch.allclose(ratio, torch.ones_like(ratio), atol=0.05)
+
+
+@pytest.mark.parametrize("main_sequence_only", [False, True])
+def test_mass_factor_is_the_imf_the_prior_draws(main_sequence_only):
+    """Binned share of 2e5 prior masses vs the factor's integral over each bin, per age."""
+    config = PriorConfig(main_sequence_only=main_sequence_only)
+    factor = MassGivenAge.from_prior(config)
+    draws = sample_prior(200_000, np.random.default_rng(8), config)
+    edges = np.log10([0.08, 0.1, 0.2, 0.35, 0.5, 0.8, 1.0, 1.3, 2.0, 5.0, 20.0])
+    fine = torch.linspace(edges[0], edges[-1], 40_001, dtype=torch.float64)[1:-1]
+    for lo_age, hi_age in ((6.0, 7.0), (9.9, 10.0)):  # young; oldest (turn-off ~ 1 Msun)
+        sel = (draws["log10_age"] >= lo_age) & (draws["log10_age"] < hi_age)
+        counts, _ = np.histogram(draws["log10_mass"][sel], edges)
+        age = torch.full_like(fine, 0.5 * (lo_age + hi_age))
+        dens = factor.log_prob(fine, age).exp().numpy()
+        expected = np.array([
+            np.trapezoid(dens[(fine >= a) & (fine <= b)], fine[(fine >= a) & (fine <= b)])
+            for a, b in zip(edges[:-1], edges[1:], strict=True)
+        ])  # fmt: skip
+        n = int(sel.sum())
+        spread = np.sqrt(expected * (1 - expected) / n)
+        # a bin straddling the turn-off changes across the age bin: allow for it there
+        slack = 0.02 if main_sequence_only and hi_age == 10.0 else 2e-3
+        assert np.all(np.abs(counts / n - expected) < 5 * spread + slack), (counts / n, expected)
+    if main_sequence_only:  # nothing above the turn-off of a 10 Gyr star (1 Msun)
+        assert torch.isneginf(factor.log_prob(torch.tensor([0.1]), torch.tensor([10.0]))).all()
+
+
+def test_mass_factor_is_normalised_and_its_samples_follow_it():
+    factor = MassGivenAge.from_prior(PriorConfig(main_sequence_only=True))
+    m = torch.linspace(math.log10(0.08), math.log10(20.0), 400_001, dtype=torch.float64)[1:-1]
+    for age in (6.5, 9.0, 10.05):
+        dens = factor.log_prob(m, torch.full_like(m, age)).exp()
+        assert float(torch.trapezoid(dens, m)) == pytest.approx(1.0, abs=2e-3)  # the cliff
+    torch.manual_seed(2)
+    age = torch.full((100_000,), 9.0, dtype=torch.float64)
+    mass = factor.sample(age)
+    turn_off = (1e10 / 1e9) ** 0.4
+    assert float(mass.max()) <= math.log10(turn_off) + 1e-9
+    below = float((mass < math.log10(0.5)).double().mean())
+    expected = float(kroupa_cdf(np.array(0.5)) / kroupa_cdf(np.array(turn_off)))
+    assert abs(below - expected) < 5 * math.sqrt(expected * (1 - expected) / len(mass))

@@ -310,8 +310,12 @@ class PriorConfig:
 
 
 @functools.cache
-def _kroupa_segments(lo: float, hi: float) -> tuple[np.ndarray, ...]:
-    """Per IMF segment inside [lo, hi]: lower edge, 1 - slope, normalisation, cumulative."""
+def kroupa_segments(lo: float, hi: float) -> tuple[np.ndarray, ...]:
+    """Per IMF segment inside [lo, hi]: lower edge, 1 - slope, normalisation, cumulative.
+
+    The IMF normalised on [lo, hi] is ``dN/dm = norm[i] * m ** (one[i] - 1)`` on segment
+    ``i`` (``lower[i] <= m``), whose CDF starts at ``cum[i]``.
+    """
     k = [1.0]
     for i in range(1, len(KROUPA_SLOPES)):
         k.append(k[-1] * KROUPA_BREAKS[i] ** (KROUPA_SLOPES[i] - KROUPA_SLOPES[i - 1]))
@@ -337,7 +341,7 @@ def kroupa_cdf(mass: np.ndarray, lo: float = 0.08, hi: float = 20.0) -> np.ndarr
     >>> round(float(kroupa_cdf(np.array(0.5))), 3)
     0.762
     """
-    lower, one, norm, cum = _kroupa_segments(float(lo), float(hi))
+    lower, one, norm, cum = kroupa_segments(float(lo), float(hi))
     m = np.clip(np.asarray(mass, dtype=float), lo, hi)
     seg = np.clip(np.searchsorted(lower, m, side="right") - 1, 0, one.size - 1)
     e, p = lower[seg], one[seg]
@@ -352,7 +356,7 @@ def kroupa_log10_ppf(u: np.ndarray, lo: float = 0.08, hi: float = 20.0) -> np.nd
     >>> round(float(kroupa_log10_ppf(kroupa_cdf(np.array(2.0)))), 9)
     0.301029996
     """
-    lower, one, norm, cum = _kroupa_segments(float(lo), float(hi))
+    lower, one, norm, cum = kroupa_segments(float(lo), float(hi))
     u = np.asarray(u, dtype=float)
     seg = np.zeros(u.shape, dtype=np.intp)
     for c in cum[1:-1]:  # at most two breaks: cheaper than searchsorted
