@@ -48,6 +48,9 @@ PARALLAX_ENCODINGS = ("asinh", "snr_clip")
 DISTANCE_COORDINATES = ("parallax", "box")
 """Flow coordinate of the distance parameter; see ``EstimatorConfig.distance_coordinate``."""
 
+LOGIT_TAILS = ("compressed", "raw")
+"""What the flow sees beyond the splines' domain; see ``EstimatorConfig.logit_tails``."""
+
 
 @dataclass(frozen=True)
 class EstimatorConfig:
@@ -93,6 +96,12 @@ class EstimatorConfig:
         distance fixed to 0.004 dex by a Gaia parallax is a unit-width peak for the flow.
         ``"box"``: the plain logit-box coordinate, in which such peaks came out too wide;
         kept to load models trained with it (cards without the key).
+    logit_tails : {"compressed", "raw"}
+        ``"compressed"`` (default): the flow's coordinates beyond ±4 are compressed into
+        the splines' domain ±5 (:mod:`ysoscale.nn.tail_compression`), so posterior mass can
+        reach every part of the box. ``"raw"``: the plain logit, beyond ±5 of which (A_V
+        below 0.2 mag, for one) a trained flow puts no mass; kept to load models trained
+        with it (cards without the key).
 
     Examples
     --------
@@ -120,6 +129,7 @@ class EstimatorConfig:
     use_parallax: bool = True
     parallax_encoding: str = "asinh"
     distance_coordinate: str = "parallax"
+    logit_tails: str = "compressed"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", validate_band_ids(self.bands))
@@ -165,6 +175,8 @@ class EstimatorConfig:
                 f"distance_coordinate must be one of {DISTANCE_COORDINATES}, "
                 f"got {self.distance_coordinate!r}"
             )
+        if self.logit_tails not in LOGIT_TAILS:
+            raise ValueError(f"logit_tails must be one of {LOGIT_TAILS}, got {self.logit_tails!r}")
         if self.passes is not None and not 1 <= int(self.passes) <= len(self.params):
             raise ValueError(f"passes must be None or in [1, n_param], got {self.passes}")
         if not self.flow_hidden or min(self.flow_hidden) < 1:
@@ -228,6 +240,10 @@ class EstimatorConfig:
     def from_card(cls, values: Mapping[str, Any]) -> EstimatorConfig:
         """Build from a model card's ``config``: as :meth:`from_dict`, with the settings of
         models saved before a key existed (no ``parallax_encoding``: ``"snr_clip"``; no
-        ``distance_coordinate``: ``"box"``)."""
-        older = {"parallax_encoding": "snr_clip", "distance_coordinate": "box"}
+        ``distance_coordinate``: ``"box"``; no ``logit_tails``: ``"raw"``)."""
+        older = {
+            "parallax_encoding": "snr_clip",
+            "distance_coordinate": "box",
+            "logit_tails": "raw",
+        }
         return cls.from_dict(older | dict(values))

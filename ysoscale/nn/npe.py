@@ -26,6 +26,7 @@ from ysoscale.nn.config import EstimatorConfig
 from ysoscale.nn.encoder import SetEncoder
 from ysoscale.nn.model_files import load_weights, read_card, save_model
 from ysoscale.nn.parallax_centring import ParallaxCentring, parallax_frame
+from ysoscale.nn.tail_compression import TailCompression
 from ysoscale.nn.tokenizer import BandTokenizer, observed_bands
 from ysoscale.physics.passbands import BAND_LIST_VERSION
 
@@ -197,6 +198,8 @@ class PosteriorEstimator(nn.Module):
                 self.config.params, self.lo, self.hi, parallax, parallax_error, mag.shape[0]
             )
             transforms.append(ParallaxCentring(centre, width))
+        if self.config.logit_tails == "compressed":
+            transforms.append(TailCompression())
         return NormalizingFlow(ComposedTransform(*transforms, flow.transform), flow.base)
 
     def nll(
