@@ -112,7 +112,10 @@ def test_posterior_density_integrates_to_one(snr):
     plx = snr * plx_err
     centre_pc = 1000.0 / float(plx)
     half = max(40.0 / (snr * math.log(10.0)), 1e-3)  # +-40 first-order widths (dex)
-    grid = torch.linspace(math.log10(centre_pc) - half, math.log10(centre_pc) + half, 40001)
+    # inside the box only: outside it the logit is clamped (BOUND_EPS), not a density
+    lo, hi = config.param_bounds["log10_distance"]
+    a, b = math.log10(centre_pc) - half, math.log10(centre_pc) + half
+    grid = torch.linspace(max(a, lo + 1e-9), min(b, hi - 1e-9), 40001)
     with torch.no_grad():
         density = model(mag, err, plx, plx_err).log_prob(grid[:, None, None]).exp().squeeze()
     mass = torch.trapezoid(density, grid)
