@@ -363,11 +363,15 @@ class MassGivenAge:
             for a in kroupa_segments(self.min_mass, self.max_mass)
         )
 
-    def _cdf(self, m: Tensor) -> Tensor:
+    def _segment_of(self, m: Tensor) -> tuple[Tensor, ...]:
+        """Per mass, its IMF segment's lower edge, 1 - slope, normalisation and CDF start."""
         lower, one, norm, cum = self._segments(m)
         seg = (torch.searchsorted(lower, m.contiguous(), right=True) - 1).clamp(0, len(one) - 1)
-        p, e = one[seg], lower[seg]
-        return torch.clamp(cum[seg] + norm[seg] * (m**p - e**p) / p, max=1.0)
+        return lower[seg], one[seg], norm[seg], cum[seg]
+
+    def _cdf(self, m: Tensor) -> Tensor:
+        e, p, norm, cum = self._segment_of(m)
+        return torch.clamp(cum + norm * (m**p - e**p) / p, max=1.0)
 
     def _turn_off(self, log10_age: Tensor) -> Tensor:
         m_up = (MS_LIFETIME_YR / 10.0 ** log10_age.double()) ** 0.4
@@ -375,10 +379,9 @@ class MassGivenAge:
 
     def log_prob(self, log10_mass: Tensor, log10_age: Tensor) -> Tensor:
         """``log p(log10_mass | log10_age)``; ``-inf`` outside the IMF's range."""
-        lower, one, norm, _ = self._segments(log10_mass)
         m = 10.0**log10_mass
-        seg = (torch.searchsorted(lower, m.contiguous(), right=True) - 1).clamp(0, len(one) - 1)
-        log_p = torch.log(norm[seg]) + one[seg] * torch.log(m) + math.log(math.log(10.0))
+        _, one, norm, _ = self._segment_of(m)
+        log_p = torch.log(norm) + one * torch.log(m) + math.log(math.log(10.0))
         inside = (m > self.min_mass) & (m < self.max_mass)
         if self.main_sequence_only:
             m_up = self._turn_off(log10_age)
@@ -578,11 +581,12 @@ class PriorDensity(nn.Module):
         part = self._part_of(flat)
         log_p = flat.new_empty(len(flat))
         for k in range(len(self.parts)):
-            rows = torch.nonzero(part == k).squeeze(-1)
             if len(self.parts) == 1:
                 rows = slice(None)
-            elif rows.numel() == 0:
-                continue
+            else:
+                rows = torch.nonzero(part == k).squeeze(-1)
+                if rows.numel() == 0:
+                    continue
             x = flat[rows][:, self.flow_index]
             log_p[rows] = self.distribution(k).log_prob(x) + self.log_weight[k]
         return log_p.reshape(theta.shape[:-1]) + self._exact_log_prob(theta)
