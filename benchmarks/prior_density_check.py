@@ -31,7 +31,7 @@ from ysoscale.nn.config import PHYSICAL_PARAMS
 from ysoscale.simulate.priors import PriorConfig
 from ysoscale.validate import LEVELS
 
-YOUNG_BELOW = math.log10(PriorConfig().young_age_myr[1] * 1e6)
+YOUNG_BELOW = PriorConfig().young_below_log10_age
 """Young regions end here and the thin disk starts (log10 yr)."""
 
 

@@ -114,7 +114,6 @@ from ysoscale.nn.npe import BoxToRealTransform
 from ysoscale.simulate.priors import (
     MAX_LOG10_AGE,
     MH_RANGE,
-    MS_LIFETIME_YR,
     RV_CORE,
     RV_RANGE,
     RV_TAIL,
@@ -122,6 +121,7 @@ from ysoscale.simulate.priors import (
     kroupa_log10_ppf,
     kroupa_segments,
     sample_prior,
+    turn_off_mass,
 )
 
 WEIGHTS_FILE = "prior_density.safetensors"
@@ -273,7 +273,7 @@ class RvGivenPopulation:
         return cls(
             tail_prob_field=float(config.rv_tail_field),
             tail_prob_young=float(config.rv_tail_young),
-            young_below_log10_age=math.log10(config.young_age_myr[1] * 1e6),
+            young_below_log10_age=config.young_below_log10_age,
             lo=float(support[0]),
             hi=float(support[1]),
         )
@@ -335,7 +335,7 @@ class MassGivenAge:
 
     Between ``min_mass`` and ``max_mass`` (Msun) and independent of every other parameter;
     with ``main_sequence_only``, truncated per star at the turn-off mass
-    ``(MS_LIFETIME_YR / age) ** 0.4`` and renormalised, as
+    (:func:`~ysoscale.simulate.priors.turn_off_mass`) and renormalised, as
     :func:`~ysoscale.simulate.priors.sample_prior` draws it. A density in ``log10_mass``:
     ``ln(10) m dN/dm``.
 
@@ -374,7 +374,7 @@ class MassGivenAge:
         return torch.clamp(cum + norm * (m**p - e**p) / p, max=1.0)
 
     def _turn_off(self, log10_age: Tensor) -> Tensor:
-        m_up = (MS_LIFETIME_YR / 10.0 ** log10_age.double()) ** 0.4
+        m_up = turn_off_mass(log10_age.double())
         return m_up.clamp(self.min_mass * (1 + 1e-9), self.max_mass).to(log10_age.dtype)
 
     def log_prob(self, log10_mass: Tensor, log10_age: Tensor) -> Tensor:
@@ -714,7 +714,7 @@ def _population_parts(
     whole = age_range or (-math.inf, math.inf)
     if not split or age_range is None or prior.population != "all":
         return [("all", prior, 1.0, whole)]
-    young_hi = math.log10(prior.young_age_myr[1] * 1e6)
+    young_hi = prior.young_below_log10_age
     return [
         ("young", dataclasses.replace(prior, population="young"), prior.young_fraction,
          (whole[0], young_hi)),

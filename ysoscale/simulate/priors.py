@@ -212,7 +212,7 @@ class PriorConfig:
     >>> PriorConfig.from_dict({"populaton": "young"})
     Traceback (most recent call last):
     ...
-    ValueError: unknown PriorConfig key 'populaton' (did you mean 'population'?)
+    ValueError: unknown prior setting(s) ['populaton'] (did you mean 'population'?); known: ...
     """
 
     population: str = "all"
@@ -295,6 +295,17 @@ class PriorConfig:
                 f"<= 150; got min_mass={self.min_mass!r}, max_mass={self.max_mass!r}"
             )
 
+    @property
+    def young_below_log10_age(self) -> float:
+        """log10 age (yr) below which a star counts as young: the young regions' oldest age.
+
+        Examples
+        --------
+        >>> PriorConfig().young_below_log10_age  # 50 Myr
+        7.698970004336019
+        """
+        return math.log10(self.young_age_myr[1] * 1e6)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PriorConfig:
         """Build from a mapping (e.g. a TOML table), rejecting unknown keys by name."""
@@ -331,6 +342,20 @@ def kroupa_segments(lo: float, hi: float) -> tuple[np.ndarray, ...]:
     mass = norm_a * (edges_a[1:] ** one - edges_a[:-1] ** one) / one
     cum = np.concatenate([[0.0], np.cumsum(mass)]) / mass.sum()
     return edges_a[:-1], one, norm_a / mass.sum(), cum
+
+
+def turn_off_mass(log10_age: Any) -> Any:
+    """Mass (Msun) whose main-sequence lifetime ``MS_LIFETIME_YR * M**-2.5`` is the age.
+
+    Works on floats, numpy arrays and torch tensors alike (the prior density's
+    :class:`~ysoscale.infer.prior_density.MassGivenAge` uses the same expression).
+
+    Examples
+    --------
+    >>> round(turn_off_mass(10.0), 3)  # 10 Gyr: the Sun
+    1.0
+    """
+    return (MS_LIFETIME_YR / 10.0**log10_age) ** 0.4
 
 
 def kroupa_cdf(mass: np.ndarray, lo: float = 0.08, hi: float = 20.0) -> np.ndarray:
@@ -624,8 +649,7 @@ def _log10_masses(
     lo, hi = config.min_mass, config.max_mass
     u = rng.random(log10_age.size)
     if config.main_sequence_only:
-        m_up = (MS_LIFETIME_YR / 10.0**log10_age) ** 0.4
-        m_up = np.clip(m_up, lo * (1 + 1e-9), hi)
+        m_up = np.clip(turn_off_mass(log10_age), lo * (1 + 1e-9), hi)
         u = u * kroupa_cdf(m_up, lo, hi)
     return kroupa_log10_ppf(u, lo, hi)
 
