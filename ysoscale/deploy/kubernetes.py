@@ -423,7 +423,7 @@ def validate_manifest(doc: Mapping[str, Any]) -> None:
     >>> validate_manifest({"apiVersion": "v1", "kind": "ConfigMap",
     ...                    "metadata": {"name": "x"}, "dta": {}})
     Traceback (most recent call last):
-    ManifestError: ConfigMap x: ConfigMap: unknown field 'dta' of V1ConfigMap
+    ysoscale.deploy.kubernetes.ManifestError: ConfigMap x: ...unknown field 'dta' of V1ConfigMap
     """
     api, kind = doc.get("apiVersion"), doc.get("kind")
     meta = doc.get("metadata") or {}

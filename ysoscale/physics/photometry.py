@@ -330,7 +330,7 @@ def load_photometry_grid(
     Examples
     --------
     >>> grid, built = load_photometry_grid(progress=False)  # doctest: +SKIP
-    >>> grid.mag.dims
+    >>> grid.mag.dims  # doctest: +SKIP
     ('teff', 'logg', 'mh', 'av', 'rv', 'band')
     """
     spec = spec or PhotometryGridSpec()

@@ -287,7 +287,7 @@ def load_spectral_grid(library: str = DEFAULT_LIBRARY, *, force: bool = False) -
     Examples
     --------
     >>> grid = load_spectral_grid("btsettl")  # doctest: +SKIP
-    >>> grid.log10_flux.dims
+    >>> grid.log10_flux.dims  # doctest: +SKIP
     ('teff', 'logg', 'mh', 'wavelength')
     """
     path = cache_dir() / f"spectra_{library}.zarr"
