@@ -347,8 +347,8 @@ def kroupa_segments(lo: float, hi: float) -> tuple[np.ndarray, ...]:
 def turn_off_mass(log10_age: Any) -> Any:
     """Mass (Msun) whose main-sequence lifetime ``MS_LIFETIME_YR * M**-2.5`` is the age.
 
-    Works on floats, numpy arrays and torch tensors alike (the prior density's
-    :class:`~ysoscale.infer.prior_density.MassGivenAge` uses the same expression).
+    Works on floats, numpy arrays and torch tensors alike: the simulator's IMF truncation
+    and the prior density's :class:`~ysoscale.infer.prior_density.MassGivenAge` both call it.
 
     Examples
     --------
