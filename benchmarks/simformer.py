@@ -21,7 +21,8 @@ simformer / set-transformer ratios.
 
     python benchmarks/simformer.py [--store TRAIN.zarr] [--heldout TEST.zarr]
         [--n-train 20000] [--n-test 5000] [--minutes 3] [--samples 32] [--steps 4]
-        [--surveys gaia,tmass,wise] [--guidance-weight 0.2] [--out DIR] [--quick]
+        [--surveys gaia,tmass,wise] [--guidance-weight 0.2] [--attention full]
+        [--out DIR] [--quick]
 
 Without ``--store`` / ``--heldout`` the stores are simulated (seeds 5 and 6) into ``--out``.
 The Done-when scale of issue 6 is ``--n-train 1000000 --n-test 100000`` with longer
@@ -120,6 +121,12 @@ def main() -> None:
     parser.add_argument("--solver", default="heun", choices=["euler", "heun", "rk4"])
     parser.add_argument("--surveys", default="gaia,tmass,wise", help="surveys of the bands")
     parser.add_argument("--guidance-weight", type=float, default=0.2, help="w_R of the ablation")
+    parser.add_argument(
+        "--attention",
+        default="full",
+        choices=["full", "cached_context"],
+        help="attention mode of both simformers (SimformerConfig.attention)",
+    )
     parser.add_argument("--joint-stars", type=int, default=200, help="stars of joint sampling")
     parser.add_argument("--out", help="work directory (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, well under a minute")
@@ -151,7 +158,7 @@ def main() -> None:
     npe = PosteriorEstimator.load(work / "npe").eval()
     forward = guidance_forward_model(SimformerConfig(bands=bands), torch.device("cpu"))
     small = dict(bands=bands, width=64, depth=3, heads=4, ff=128, default_solver=args.solver,
-                 default_steps=args.steps)  # fmt: skip
+                 default_steps=args.steps, attention=args.attention)  # fmt: skip
     simformers = {}
     for name, weight in (("simformer", 0.0), ("simformer_guided", args.guidance_weight)):
         t0 = time.perf_counter()
@@ -240,7 +247,8 @@ def _print_tables(results: dict, args, timings: dict) -> None:
     models = ("npe", "simformer", "simformer_guided")
     spent = json.dumps({k: round(v, 1) for k, v in timings.items()})
     print(f"\ntraining: {args.minutes} min per model; {spent}")
-    print(f"sampling: {args.samples} samples/star; simformer {args.solver} x {args.steps} steps\n")
+    print(f"sampling: {args.samples} samples/star; simformer {args.solver} x {args.steps} steps; "
+          f"attention {args.attention}\n")  # fmt: skip
     print("| pattern | stars | model | " + " | ".join(f"MAD {p}" for p in PARAMS)
           + " | max cov. err | AUC p_young | AUC p_disk |")  # fmt: skip
     print("|" + "---|" * (len(PARAMS) + 6))
@@ -278,7 +286,8 @@ def _summary(results: dict, timings: dict, args, seconds: float) -> dict:
         return round(a / b, 4) if b and math.isfinite(a) and math.isfinite(b) else float("nan")
 
     out: dict = {"n_train": args.n_train, "n_test": args.n_test, "minutes_per_model":
-                 args.minutes, "samples": args.samples, "steps": args.steps}  # fmt: skip
+                 args.minutes, "samples": args.samples, "steps": args.steps,
+                 "attention": args.attention}  # fmt: skip
     for pattern, entry in results.items():
         for model in ("npe", "simformer", "simformer_guided"):
             s = entry[model]

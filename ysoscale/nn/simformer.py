@@ -42,6 +42,7 @@ from torch.distributions import Distribution, constraints
 
 from ysoscale.nn.batching import tokens_per_call
 from ysoscale.nn.config import EstimatorConfig
+from ysoscale.nn.context_cache import attention_mask, decode_latent, encode_context
 from ysoscale.nn.model_files import load_weights, read_card, save_model
 from ysoscale.nn.npe import PosteriorEstimator
 from ysoscale.nn.simformer_config import (
@@ -292,21 +293,37 @@ class Simformer(nn.Module):
             variable = torch.arange(length, device=x.device).expand(batch, length)
         if present is None:
             present = torch.ones_like(condition)
+        tokens = self._embed(x, t, condition, error, variable)
+        mask = None
+        if self.config.attention == "cached_context":
+            mask = attention_mask(condition, present, self.config.heads)
+        out = self.transformer(tokens, mask=mask, src_key_padding_mask=~present)
+        return self.head(out).squeeze(-1)
+
+    def _embed(
+        self, x: Tensor, t: Tensor | None, condition: Tensor, error: Tensor, variable: Tensor
+    ) -> Tensor:
+        """Tokens ``(..., length, width)`` of values ``x`` (..., length) at flow time ``t``
+        (shape ``x.shape[:-1]``; None: no time, for conditioning tokens alone). In the
+        cached-context mode conditioning tokens carry no flow time."""
         n_param = self.n_param
         error_weight = torch.cat([self.error_weight.new_zeros(n_param, self.config.width),
                                   self.error_weight])  # fmt: skip
         has_error = (condition & (variable >= n_param)).unsqueeze(-1)
-        features = t[:, None] * self.frequencies[None, :]
-        time = self.time_embedding(torch.cat([features.sin(), features.cos()], dim=1))
         tokens = (
             self.id_embedding(variable)
             + x.unsqueeze(-1) * self.value_weight[variable]
             + self.condition_embedding(condition.long())
             + has_error * (error.unsqueeze(-1) * error_weight[variable] + self.error_bias)
-            + time.unsqueeze(1)
         )
-        out = self.transformer(tokens, src_key_padding_mask=~present)
-        return self.head(out).squeeze(-1)
+        if t is None:
+            return tokens
+        features = t[..., None] * self.frequencies
+        time = self.time_embedding(torch.cat([features.sin(), features.cos()], dim=-1))
+        time = time.unsqueeze(-2)
+        if self.config.attention == "cached_context":
+            time = time * (~condition).unsqueeze(-1)
+        return tokens + time
 
     # -- training ----------------------------------------------------------------------
     def draw_masks(
@@ -462,6 +479,26 @@ class Simformer(nn.Module):
         return (w * per_star).sum() / w.sum().clamp(min=1e-6)
 
     # -- sampling ----------------------------------------------------------------------
+    @staticmethod
+    def _integrate(x: Tensor, velocity: Any, solver: str, steps: int) -> Tensor:
+        """Integrate ``dx/dt = velocity(x, t)`` from t = 0 to 1 with a fixed-step solver."""
+        dt = 1.0 / steps
+        for i in range(steps):
+            t = i * dt
+            if solver == "euler":
+                x = x + dt * velocity(x, t)
+            elif solver == "heun":
+                k1 = velocity(x, t)
+                k2 = velocity(x + dt * k1, t + dt)
+                x = x + 0.5 * dt * (k1 + k2)
+            else:  # rk4
+                k1 = velocity(x, t)
+                k2 = velocity(x + 0.5 * dt * k1, t + 0.5 * dt)
+                k3 = velocity(x + 0.5 * dt * k2, t + 0.5 * dt)
+                k4 = velocity(x + dt * k3, t + dt)
+                x = x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return x
+
     def _solve(
         self,
         x: Tensor,
@@ -474,27 +511,65 @@ class Simformer(nn.Module):
     ) -> Tensor:
         """Integrate the unobserved tokens from t = 0 to 1 (observed tokens stay put)."""
         latent = (~condition).to(x.dtype)
-        dt = 1.0 / steps
 
         def v(x: Tensor, t: float) -> Tensor:
             times = x.new_full((x.shape[0],), t)
             return self.velocity(x, times, condition, error, present, variable) * latent
 
-        for i in range(steps):
-            t = i * dt
-            if solver == "euler":
-                x = x + dt * v(x, t)
-            elif solver == "heun":
-                k1 = v(x, t)
-                k2 = v(x + dt * k1, t + dt)
-                x = x + 0.5 * dt * (k1 + k2)
-            else:  # rk4
-                k1 = v(x, t)
-                k2 = v(x + 0.5 * dt * k1, t + 0.5 * dt)
-                k3 = v(x + 0.5 * dt * k2, t + 0.5 * dt)
-                k4 = v(x + dt * k3, t + dt)
-                x = x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
-        return x
+        return self._integrate(x, v, solver, steps)
+
+    def _solve_cached(
+        self,
+        start: Tensor,
+        noise: Tensor,
+        condition: Tensor,
+        error: Tensor,
+        present: Tensor,
+        variable: Tensor,
+        solver: str,
+        steps: int,
+    ) -> Tensor:
+        """The cached-context solve of a chunk of stars: ``start``, ``condition``, ``error``,
+        ``present``, ``variable`` are ``(stars, length)``, ``noise`` ``(stars, samples,
+        length)``; returns ``(stars, samples, length)`` (conditioning tokens: ``start``)."""
+        stars, samples, _ = noise.shape
+        is_latent = present & ~condition
+
+        def first(mask: Tensor) -> tuple[Tensor, Tensor]:
+            """Indices of each star's ``mask`` tokens first, cut to the longest; padding."""
+            width = int(mask.sum(dim=1).max())
+            index = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :width]
+            return index, ~mask.gather(1, index)
+
+        def take(values: Tensor, index: Tensor) -> Tensor:
+            return values.gather(-1, index.expand(*values.shape[:-1], -1))
+
+        context, context_padding = first(condition)
+        latent, latent_padding = first(is_latent)
+        n_latent = latent.shape[1]
+        out = start[:, None].expand(-1, samples, -1).clone()
+        if n_latent == 0:
+            return out
+        context_variable, latent_variable = take(variable, context), take(variable, latent)
+        tokens = self._embed(take(start, context), None, ~context_padding,
+                             take(error, context), context_variable)  # fmt: skip
+        cache = encode_context(self.transformer, tokens, context_padding)
+        no = torch.zeros(stars, samples, n_latent, dtype=torch.bool, device=noise.device)
+        latent_variable = latent_variable[:, None].expand(-1, samples, -1)
+        zero_error = noise.new_zeros(stars, samples, n_latent)
+        keep = (~latent_padding).to(noise.dtype)[:, None]
+
+        def v(x: Tensor, t: float) -> Tensor:
+            times = x.new_full((stars, samples), t)
+            tokens = self._embed(x, times, no, zero_error, latent_variable)
+            out = decode_latent(self.transformer, tokens, latent_padding, cache)
+            return self.head(out).squeeze(-1) * keep
+
+        x = self._integrate(take(noise, latent[:, None]), v, solver, steps)
+        index = latent[:, None].expand(-1, samples, -1)
+        # padding slots point at other tokens: write those back unchanged
+        x = torch.where(latent_padding[:, None], out.gather(2, index), x)
+        return out.scatter(2, index, x)
 
     def _transport(
         self,
@@ -520,6 +595,9 @@ class Simformer(nn.Module):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         batch, n_samples, n_var = noise.shape
+        if self.config.attention == "cached_context":
+            return self._transport_cached(obs, condition, present, start, noise, solver, steps,
+                                          max_tokens)  # fmt: skip
         order = torch.argsort((~present).to(torch.int8), dim=1, stable=True)
         length = int(present.sum(dim=1).max()) if batch else 0
         order = order[:, :length]
@@ -546,6 +624,33 @@ class Simformer(nn.Module):
             x = self._solve(x, cond, flat(p_error), flat(p_present), flat(order), solver, steps)
             x = torch.where(flat(p_present), x, float("nan")).reshape(n, n_samples, length)
             out[rows] = out[rows].scatter(2, order[rows, None, :].expand(-1, n_samples, -1), x)
+        return out
+
+    def _transport_cached(
+        self,
+        obs: Observations,
+        condition: Tensor,
+        present: Tensor,
+        start: Tensor,
+        noise: Tensor,
+        solver: str,
+        steps: int,
+        max_tokens: int | None,
+    ) -> Tensor:
+        """:meth:`_transport` of a cached-context model: chunks of stars whose unobserved
+        tokens (over all samples) fit in ``max_tokens``."""
+        batch, n_samples, n_var = noise.shape
+        out = torch.full_like(noise, float("nan"))
+        n_latent = int((present & ~condition).sum(dim=1).max()) if batch else 0
+        max_tokens = max_tokens or tokens_per_call(noise.device)
+        stars_per_chunk = max(1, max_tokens // max(1, n_latent * n_samples))
+        variable = torch.arange(n_var, device=noise.device).expand(batch, n_var)
+        error = torch.where(condition, obs.error, 0.0)
+        for first in range(0, batch, stars_per_chunk):
+            rows = slice(first, first + stars_per_chunk)
+            x = self._solve_cached(start[rows], noise[rows], condition[rows], error[rows],
+                                   present[rows], variable[rows], solver, steps)  # fmt: skip
+            out[rows] = torch.where(present[rows, None], x, float("nan"))
         return out
 
     def _prepare(

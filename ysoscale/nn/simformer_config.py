@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ysoscale.nn.config import DEFAULT_PARAM_BOUNDS, PHYSICAL_PARAMS
+from ysoscale.nn.context_cache import ATTENTION_MODES
 from ysoscale.physics.passbands import BAND_IDS, validate_band_ids
 from ysoscale.settings import reject_unknown_keys
 
@@ -83,6 +84,12 @@ class SimformerConfig:
         altogether (parameter-only sampling); the same share again keeps a random half.
     default_solver, default_steps : str, int
         ODE solver and steps used when a sampling call does not name them.
+    attention : str
+        ``"full"`` (every token attends to every present token) or ``"cached_context"``
+        (conditioning tokens attend only to each other and carry no flow time, so sampling
+        encodes them once per star and sends only the unobserved tokens through the layers
+        at each step; :mod:`ysoscale.nn.context_cache`). Cards without the key are
+        ``"full"``.
 
     Examples
     --------
@@ -117,6 +124,7 @@ class SimformerConfig:
     marginal_prob: float = 0.4
     default_solver: str = "heun"
     default_steps: int = 16
+    attention: str = "full"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", validate_band_ids(self.bands))
@@ -176,6 +184,10 @@ class SimformerConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.marginal_prob <= 0.5:
             raise ValueError(f"marginal_prob must be in [0, 0.5], got {self.marginal_prob}")
+        if self.attention not in ATTENTION_MODES:
+            raise ValueError(
+                f"unknown attention {self.attention!r}; choose one of {ATTENTION_MODES}"
+            )
         if self.default_solver not in SOLVERS:
             raise ValueError(f"unknown solver {self.default_solver!r}; choose one of {SOLVERS}")
         if self.w_r > 0:
