@@ -13,7 +13,10 @@ Each shipped real sample (:mod:`ysoscale.catalog.samples`, converted from
   al. 2019); posterior ages per population (Upper Sco is ~10 Myr, UCL/LCC ~15-20 Myr,
   IC 2602 ~40 Myr) and the share of stars with a median age below 30 Myr. Every star of
   that table is flagged a PMS candidate (``p``), so there is no "rest" to compare with in
-  it; populations play that role.
+  it; populations play that role. When the Kepler set runs too, its stars (real field
+  stars, mostly Gyr-old red giants) are the negatives of a ROC AUC of ``p_young``
+  (issue 6's "Sco-Cen ``p`` stars vs the rest", with the caveat that the two sets were
+  observed in different surveys: Gaia + parallax against 2MASS + KIC griz + TGAS).
 * **rho_oph**: 48 members of a 1-3 Myr region with Gaia, 2MASS and WISE; posterior ages,
   A_V and, for a model with a ``has_disk`` parameter (the Simformer), the share of stars
   with p_disk >= 0.5 by SED class (issue 6: >= 80 % of class II, few photospheric ones).
@@ -37,6 +40,7 @@ import pandas as pd
 from ysoscale.catalog import load_sample
 from ysoscale.infer.cube import open_cube
 from ysoscale.infer.run import infer
+from ysoscale.nn.predictive import roc_auc
 
 SETS = ("kepler", "scocen", "rho_oph")
 TARGETS = {"teff": 150.0, "logg": 0.2, "mh": 0.2}
@@ -67,7 +71,7 @@ def _mad_bias(estimate: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"mad": float(np.median(np.abs(error - median))), "bias": median, "n": len(error)}
 
 
-def kepler(model: str | None, samples: int, quick: bool) -> dict[str, object]:
+def kepler(model: str | None, samples: int, quick: bool) -> tuple[dict, pd.DataFrame]:
     frame = load_sample("kepler")
     if quick:
         frame = frame.iloc[:200]
@@ -81,10 +85,10 @@ def kepler(model: str | None, samples: int, quick: bool) -> dict[str, object]:
             out[f"{group}_{label}"] = stats
             print(f"  {label:<8}{group:<8}{stats['n']:>6}{stats['mad']:>10.3f}"
                   f"{stats['bias']:>10.3f}{TARGETS[ours]:>9}")  # fmt: skip
-    return out
+    return out, result
 
 
-def scocen(model: str | None, samples: int, quick: bool) -> dict[str, object]:
+def scocen(model: str | None, samples: int, quick: bool) -> tuple[dict, pd.DataFrame]:
     frame = load_sample("scocen")
     if quick:
         frame = frame.sample(500, random_state=0)
@@ -106,10 +110,10 @@ def scocen(model: str | None, samples: int, quick: bool) -> dict[str, object]:
                      "fraction_below_30_myr": young, "median_p_young": median_p_young}  # fmt: skip
         print(f"  {name:<14}{len(ages):>7}{np.median(ages):>10.1f} Myr{young:>10.2f}"
               f"{median_p_young:>9.2f}")  # fmt: skip
-    return out
+    return out, result
 
 
-def rho_oph(model: str | None, samples: int, quick: bool) -> dict[str, object]:
+def rho_oph(model: str | None, samples: int, quick: bool) -> tuple[dict, pd.DataFrame]:
     frame = load_sample("rho_oph")
     result = frame.merge(posterior_medians(frame, model, samples), on="source_id")
     age_myr = 10.0 ** (result["log10_age_median"] - 6.0)
@@ -127,6 +131,27 @@ def rho_oph(model: str | None, samples: int, quick: bool) -> dict[str, object]:
                           "share_p_disk_at_least_0.5": share}  # fmt: skip
         print(f"  {name!s:<14}{len(rows):>4}{np.nanmedian(ages):>6.1f} Myr{np.nanmedian(av):>7.2f}"
               f"{share:>13.2f}")  # fmt: skip
+    return out, result
+
+
+def young_against_field(scocen: pd.DataFrame, kepler: pd.DataFrame) -> dict[str, object]:
+    """ROC AUC of ``p_young``: Sco-Cen PMS candidates (positives) against the Kepler field
+    stars (negatives). Also the median ``p_young`` of each side and, as a score that does
+    not need ``p_young``, the AUC of minus the posterior median age."""
+    p_pos = scocen.get("p_young", pd.Series(np.nan, index=scocen.index)).to_numpy()
+    p_neg = kepler.get("p_young", pd.Series(np.nan, index=kepler.index)).to_numpy()
+    label = np.r_[np.ones(len(p_pos), bool), np.zeros(len(p_neg), bool)]
+    age = np.r_[scocen["log10_age_median"].to_numpy(), kepler["log10_age_median"].to_numpy()]
+    out = {"n_young": len(p_pos), "n_field": len(p_neg),
+           "auc_p_young": roc_auc(np.r_[p_pos, p_neg], label),
+           "auc_minus_median_age": roc_auc(-age, label),
+           "median_p_young_scocen": float(np.nanmedian(p_pos)),
+           "median_p_young_kepler": float(np.nanmedian(p_neg))}  # fmt: skip
+    print(f"\np_young: Sco-Cen PMS candidates ({len(p_pos):,}) against Kepler field stars "
+          f"({len(p_neg):,}; other surveys)")  # fmt: skip
+    print(f"  ROC AUC of p_young {out['auc_p_young']:.3f}; of -median age "
+          f"{out['auc_minus_median_age']:.3f}; median p_young {out['median_p_young_scocen']:.2f} "
+          f"(Sco-Cen) / {out['median_p_young_kepler']:.2f} (Kepler)")  # fmt: skip
     return out
 
 
@@ -139,12 +164,15 @@ def main() -> None:
     args = parser.parse_args()
     runs = {"kepler": kepler, "scocen": scocen, "rho_oph": rho_oph}
     summary: dict[str, object] = {}
+    tables: dict[str, pd.DataFrame] = {}
     for name in args.set.split(","):
         if name not in runs:
             raise SystemExit(f"unknown set {name!r}; choose from {SETS}")
         start = time.perf_counter()
-        summary[name] = runs[name](args.model, args.samples, args.quick)
+        summary[name], tables[name] = runs[name](args.model, args.samples, args.quick)
         summary[f"{name}_seconds"] = round(time.perf_counter() - start, 1)
+    if "scocen" in tables and "kepler" in tables:
+        summary["young_against_field"] = young_against_field(tables["scocen"], tables["kepler"])
     print(json.dumps(summary))
 
 

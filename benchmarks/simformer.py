@@ -27,11 +27,19 @@ simformer / set-transformer ratios.
 Without ``--store`` / ``--heldout`` the stores are simulated (seeds 5 and 6) into ``--out``.
 The Done-when scale of issue 6 is ``--n-train 1000000 --n-test 100000`` with longer
 training (``--minutes``) on a bigger machine.
+
+With ``--simformer DIR`` nothing is trained: the given simformer (and ``--simformer-guided
+DIR`` if given) is scored beside the set-transformer ``--npe`` (a directory or a shipped
+model name; default: the shipped default model) on the held-out stars, in the simformer's
+bands (the set-transformer sees those of them it knows):
+
+    python benchmarks/simformer.py --simformer MODEL --heldout TEST.zarr --n-test 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import tempfile
@@ -42,6 +50,7 @@ import numpy as np
 import torch
 
 from ysoscale.nn import EstimatorConfig, PosteriorEstimator
+from ysoscale.nn.default import resolve_model
 from ysoscale.nn.predictive import p_disk, p_young, roc_auc
 from ysoscale.nn.simformer import Simformer
 from ysoscale.nn.simformer_config import SimformerConfig
@@ -108,7 +117,7 @@ def physics_residual(forward, theta: np.ndarray, params, mag: np.ndarray, use: n
     return float(np.median(np.abs(m_fwd - ref)[good])) if good.any() else float("nan")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", help="training store (default: simulate --n-train stars)")
     parser.add_argument("--heldout", help="held-out store (default: simulate --n-test stars)")
@@ -128,9 +137,12 @@ def main() -> None:
         help="attention mode of both simformers (SimformerConfig.attention)",
     )
     parser.add_argument("--joint-stars", type=int, default=200, help="stars of joint sampling")
+    parser.add_argument("--simformer", help="score this trained simformer (no training)")
+    parser.add_argument("--simformer-guided", help="and this one, as the guided simformer")
+    parser.add_argument("--npe", help="set-transformer beside --simformer (default: shipped)")
     parser.add_argument("--out", help="work directory (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, well under a minute")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.n_train, args.n_test, args.minutes = 2000, 150, 0.08
         args.samples, args.steps, args.joint_stars, args.batch_size = 16, 2, 40, 256
@@ -141,31 +153,29 @@ def main() -> None:
     store = Path(args.store) if args.store else work / "train.zarr"
     heldout = Path(args.heldout) if args.heldout else work / "heldout.zarr"
     chunk = max(500, args.n_train // 10)
-    if not args.store and not store.exists():
+    if args.simformer_guided and not args.simformer:
+        parser.error("--simformer-guided needs --simformer")
+    if not args.store and not store.exists() and not args.simformer:
         simulate_store(store, args.n_train, seed=5, chunk=chunk)
     if not args.heldout and not heldout.exists():
         simulate_store(heldout, args.n_test, seed=6, chunk=max(500, args.n_test // 4))
 
-    surveys = tuple(args.surveys.split(","))
-    bands = tuple(b for s in surveys for b in SURVEY_MODELS[s].bands)
-    training = TrainingConfig(epochs=1000, batch_size=args.batch_size, learning_rate=1e-3,
-                              warmup_steps=50, patience=1000,
-                              time_budget_minutes=args.minutes, seed=0)  # fmt: skip
-    timings = {}
-    t0 = time.perf_counter()
-    train(store, work / "npe", EstimatorConfig(bands=bands), training, progress=False)
-    timings["npe_train_s"] = time.perf_counter() - t0
-    npe = PosteriorEstimator.load(work / "npe").eval()
+    timings: dict[str, float] = {}
+    if args.simformer:
+        npe, simformers = _pretrained(args)
+        bands = simformers["simformer"].config.bands
+    else:
+        surveys = tuple(args.surveys.split(","))
+        bands = tuple(b for s in surveys for b in SURVEY_MODELS[s].bands)
+        npe, simformers = _train_models(store, work, bands, args, timings)
     forward = guidance_forward_model(SimformerConfig(bands=bands), torch.device("cpu"))
-    small = dict(bands=bands, width=64, depth=3, heads=4, ff=128, default_solver=args.solver,
-                 default_steps=args.steps, attention=args.attention)  # fmt: skip
-    simformers = {}
-    for name, weight in (("simformer", 0.0), ("simformer_guided", args.guidance_weight)):
-        t0 = time.perf_counter()
-        train_simformer(store, work / name, SimformerConfig(**small, w_r=weight), training,
-                        forward_model=forward if weight > 0 else None, progress=False)  # fmt: skip
-        timings[f"{name}_train_s"] = time.perf_counter() - t0
-        simformers[name] = Simformer.load(work / name).eval()
+    npe_columns = [bands.index(b) if b in bands else -1 for b in npe.config.bands]
+    npe_params = [npe.config.params.index(p) for p in PARAMS]
+
+    def npe_view(values: np.ndarray) -> np.ndarray:
+        """Magnitude columns ``bands`` -> the set-transformer's band order (NaN: absent)."""
+        padded = np.concatenate([values, np.full((len(values), 1), np.nan, values.dtype)], 1)
+        return padded[:, npe_columns]
 
     sf_params = simformers["simformer"].config.params
     data = held_out(heldout, bands, sf_params, args.n_test)
@@ -175,13 +185,19 @@ def main() -> None:
     results: dict = {}
     for pattern, (pattern_surveys, plx) in PATTERNS.items():
         rows, mag, err, parallax, parallax_error = restrict(data, bands, pattern_surveys, plx)
+        # both models score the same stars: those the set-transformer sees a band of
+        seen = np.isfinite(npe_view(mag)).any(axis=1)
+        rows[np.flatnonzero(rows)[~seen]] = False
+        mag, err, parallax, parallax_error = (a[seen] for a in (mag, err, parallax,
+                                                                parallax_error))  # fmt: skip
         truth, young = truth_all[rows], young_all[rows]
         entry = {"n_stars": int(rows.sum())}
         torch.manual_seed(0)
         t0 = time.perf_counter()
-        samples, _ = npe.sample(mag, err, parallax, parallax_error, n_samples=args.samples)
+        samples, _ = npe.sample(npe_view(mag), npe_view(err), parallax, parallax_error,
+                                n_samples=args.samples)  # fmt: skip
         entry["npe_sample_s"] = time.perf_counter() - t0
-        samples = samples.numpy()
+        samples = samples.numpy()[..., npe_params]
         entry["npe"] = _scores(samples, truth, young, PARAMS, None, None)
         for name, model in simformers.items():
             torch.manual_seed(0)
@@ -221,11 +237,50 @@ def main() -> None:
             use = np.isfinite(mag) & ~disk_all[rows][:, None]
             entry["npe"]["residual_observed"] = physics_residual(forward, samples, PARAMS, mag, use)
         results[pattern] = entry
-    _print_tables(results, args, timings)
+    _print_tables(results, args, timings, ("npe", *simformers))
     summary = _summary(results, timings, args, time.perf_counter() - started)
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
              for k, v in summary.items()}  # fmt: skip
     print(json.dumps(clean))
+
+
+def _train_models(store: Path, work: Path, bands: tuple[str, ...], args, timings: dict):
+    """Train the set-transformer and the two simformers on ``store`` for ``args.minutes``."""
+    training = TrainingConfig(epochs=1000, batch_size=args.batch_size, learning_rate=1e-3,
+                              warmup_steps=50, patience=1000,
+                              time_budget_minutes=args.minutes, seed=0)  # fmt: skip
+    t0 = time.perf_counter()
+    train(store, work / "npe", EstimatorConfig(bands=bands), training, progress=False)
+    timings["npe_train_s"] = time.perf_counter() - t0
+    npe = PosteriorEstimator.load(work / "npe").eval()
+    forward = guidance_forward_model(SimformerConfig(bands=bands), torch.device("cpu"))
+    small = dict(bands=bands, width=64, depth=3, heads=4, ff=128, default_solver=args.solver,
+                 default_steps=args.steps, attention=args.attention)  # fmt: skip
+    simformers = {}
+    for name, weight in (("simformer", 0.0), ("simformer_guided", args.guidance_weight)):
+        t0 = time.perf_counter()
+        train_simformer(store, work / name, SimformerConfig(**small, w_r=weight), training,
+                        forward_model=forward if weight > 0 else None, progress=False)  # fmt: skip
+        timings[f"{name}_train_s"] = time.perf_counter() - t0
+        simformers[name] = Simformer.load(work / name).eval()
+    return npe, simformers
+
+
+def _pretrained(args) -> tuple[PosteriorEstimator, dict[str, Simformer]]:
+    """The models named by ``--npe``, ``--simformer`` and ``--simformer-guided``."""
+    npe = PosteriorEstimator.load(resolve_model(args.npe)).eval()
+    simformers = {"simformer": Simformer.load(args.simformer).eval()}
+    if args.simformer_guided:
+        simformers["simformer_guided"] = Simformer.load(args.simformer_guided).eval()
+    missing = [p for p in PARAMS if p not in npe.config.params]
+    for model in simformers.values():
+        missing += [p for p in (*PARAMS, "has_disk") if p not in model.config.params]
+    if missing:
+        raise SystemExit(f"the models lack the parameters {sorted(set(missing))}")
+    for model in simformers.values():
+        model.config = dataclasses.replace(model.config, default_solver=args.solver,
+                                           default_steps=args.steps)  # fmt: skip
+    return npe, simformers
 
 
 def _scores(samples, truth, young, params, disk_samples, disk_truth) -> dict:
@@ -243,10 +298,12 @@ def _scores(samples, truth, young, params, disk_samples, disk_truth) -> dict:
     return out
 
 
-def _print_tables(results: dict, args, timings: dict) -> None:
-    models = ("npe", "simformer", "simformer_guided")
+def _print_tables(results: dict, args, timings: dict, models: tuple[str, ...]) -> None:
     spent = json.dumps({k: round(v, 1) for k, v in timings.items()})
-    print(f"\ntraining: {args.minutes} min per model; {spent}")
+    if timings:
+        print(f"\ntraining: {args.minutes} min per model; {spent}")
+    else:
+        print(f"\nmodels: npe {args.npe or 'default'}, simformer {args.simformer}")
     print(f"sampling: {args.samples} samples/star; simformer {args.solver} x {args.steps} steps; "
           f"attention {args.attention}\n")  # fmt: skip
     print("| pattern | stars | model | " + " | ".join(f"MAD {p}" for p in PARAMS)
@@ -288,8 +345,10 @@ def _summary(results: dict, timings: dict, args, seconds: float) -> dict:
     out: dict = {"n_train": args.n_train, "n_test": args.n_test, "minutes_per_model":
                  args.minutes, "samples": args.samples, "steps": args.steps,
                  "attention": args.attention}  # fmt: skip
+    entry = results["all+plx"]
+    models = [m for m in ("npe", "simformer", "simformer_guided") if m in entry]
     for pattern, entry in results.items():
-        for model in ("npe", "simformer", "simformer_guided"):
+        for model in models:
             s = entry[model]
             out[f"{pattern}/{model}/max_coverage_error"] = round(s["max_coverage_error"], 4)
             out[f"{pattern}/{model}/auc_p_young"] = round(s["auc_p_young"], 4)
@@ -299,18 +358,20 @@ def _summary(results: dict, timings: dict, args, seconds: float) -> dict:
         )
         out[f"{pattern}/simformer/auc_p_disk"] = round(entry["simformer"]["auc_p_disk"], 4)
     entry = results["all+plx"]
-    for model in ("npe", "simformer", "simformer_guided"):
+    for model in models:
         out[f"residual_observed/{model}"] = round(entry[model]["residual_observed"], 4)
-    for model in ("simformer", "simformer_guided"):
+    for model in models[1:]:
         out[f"residual_predicted/{model}"] = round(entry[model]["residual_predicted"], 4)
         out[f"all+plx/{model}/auc_excess_disk"] = round(entry[model]["auc_excess"], 4)
-    out["residual_observed_ratio_guided_vs_unguided"] = ratio(
-        entry["simformer_guided"]["residual_observed"], entry["simformer"]["residual_observed"]
-    )
+    if "simformer_guided" in entry:
+        out["residual_observed_ratio_guided_vs_unguided"] = ratio(
+            entry["simformer_guided"]["residual_observed"], entry["simformer"]["residual_observed"]
+        )
     out["residual_observed_ratio_simformer_vs_npe"] = ratio(
         entry["simformer"]["residual_observed"], entry["npe"]["residual_observed"]
     )
     out |= {k: round(v, 1) for k, v in timings.items()}
+    out["n_test_stars"] = results["all+plx"]["n_stars"]
     out["seconds"] = round(seconds, 1)
     return out
 
