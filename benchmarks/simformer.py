@@ -21,7 +21,7 @@ simformer / set-transformer ratios.
 
     python benchmarks/simformer.py [--store TRAIN.zarr] [--heldout TEST.zarr]
         [--n-train 20000] [--n-test 5000] [--minutes 3] [--samples 32] [--steps 4]
-        [--surveys gaia,tmass,wise] [--guidance-weight 0.2] [--attention full]
+        [--surveys gaia,tmass,wise] [--guidance-weight 0.2] [--attention cached_context]
         [--out DIR] [--quick]
 
 Without ``--store`` / ``--heldout`` the stores are simulated (seeds 5 and 6) into ``--out``.
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guidance-weight", type=float, default=0.2, help="w_R of the ablation")
     parser.add_argument(
         "--attention",
-        default="full",
+        default="cached_context",
         choices=["full", "cached_context"],
         help="attention mode of both simformers (SimformerConfig.attention)",
     )

@@ -8,6 +8,8 @@ independent of the unobserved ones and of the flow time.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -17,7 +19,7 @@ from ysoscale.nn.simformer_config import SimformerConfig
 
 from .test_simformer import SMALL, make_batch
 
-CONFIG = SimformerConfig(**SMALL, attention="cached_context")
+CONFIG = SimformerConfig(**SMALL)
 
 
 @pytest.fixture
@@ -80,7 +82,7 @@ def test_conditioning_tokens_ignore_the_unobserved_ones_and_the_time(model):
     torch.testing.assert_close(first[condition], second[condition], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(first[~condition], second[~condition])
     # with full attention they do depend on them
-    full = Simformer(SimformerConfig(**SMALL)).eval()
+    full = Simformer(SimformerConfig(**SMALL, attention="full")).eval()
     first = full.velocity(x, t, condition, obs.error)
     second = full.velocity(other, t + 0.5, condition, obs.error)
     assert not torch.allclose(first[condition], second[condition])
@@ -99,9 +101,18 @@ def test_attention_mask_rows_are_never_empty():
     assert first[condition[:, :, None] & ~condition[:, None, :]].all()
 
 
-def test_attention_setting_is_checked_and_old_cards_are_full():
+def test_attention_setting_is_checked_and_old_cards_are_full(tmp_path):
+    assert SimformerConfig().attention == "cached_context"  # the default of new models
     with pytest.raises(ValueError, match="unknown attention 'causal'"):
         SimformerConfig(**SMALL, attention="causal")
     card = SimformerConfig(**SMALL).to_dict()
     del card["attention"]
-    assert SimformerConfig.from_dict(card).attention == "full"
+    assert SimformerConfig.from_card(card).attention == "full"
+    assert SimformerConfig.from_dict(card).attention == "cached_context"  # a new TOML
+    # a model saved before the key existed loads as a full-attention model
+    Simformer(SimformerConfig(**SMALL, attention="full")).save(tmp_path)
+    path = tmp_path / "model_card.json"
+    saved = json.loads(path.read_text())
+    del saved["config"]["attention"]
+    path.write_text(json.dumps(saved))
+    assert Simformer.load(tmp_path).config.attention == "full"

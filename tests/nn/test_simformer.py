@@ -23,7 +23,7 @@ CONFIGS = {
     "atmospheric": SimformerConfig(
         **SMALL, params=("teff", "logg", "mh", "av", "rv", "distance_modulus")
     ),
-    "cached_context": SimformerConfig(**SMALL, attention="cached_context"),
+    "full_attention": SimformerConfig(**SMALL, attention="full"),
 }
 
 

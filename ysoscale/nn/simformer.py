@@ -989,7 +989,7 @@ class Simformer(nn.Module):
             raise ValueError(
                 f"{path_dir} holds a {card.get('estimator', 'npe')!r} model, not a simformer"
             )
-        return load_weights(cls(SimformerConfig.from_dict(card["config"])), path_dir, map_location)
+        return load_weights(cls(SimformerConfig.from_card(card["config"])), path_dir, map_location)
 
 
 class SimformerPosterior(Distribution):
@@ -1041,11 +1041,12 @@ def config_from_card(card: Mapping[str, Any]) -> EstimatorConfig | SimformerConf
 
     Examples
     --------
-    >>> config_from_card({"estimator": "simformer", "config": {}}) == SimformerConfig()
+    >>> card = {"estimator": "simformer", "config": {}}  # a card older than ``attention``
+    >>> config_from_card(card) == SimformerConfig(attention="full")
     True
     """
     if card.get("estimator", "npe") == ESTIMATOR_NAME:
-        return SimformerConfig.from_dict(card["config"])
+        return SimformerConfig.from_card(card["config"])
     return EstimatorConfig.from_card(card["config"])
 
 

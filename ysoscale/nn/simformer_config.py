@@ -85,11 +85,12 @@ class SimformerConfig:
     default_solver, default_steps : str, int
         ODE solver and steps used when a sampling call does not name them.
     attention : str
-        ``"full"`` (every token attends to every present token) or ``"cached_context"``
-        (conditioning tokens attend only to each other and carry no flow time, so sampling
-        encodes them once per star and sends only the unobserved tokens through the layers
-        at each step; :mod:`ysoscale.nn.context_cache`). Cards without the key are
-        ``"full"``.
+        ``"cached_context"`` (default: conditioning tokens attend only to each other and
+        carry no flow time, so sampling encodes them once per star and sends only the
+        unobserved tokens through the layers at each step; :mod:`ysoscale.nn.context_cache`)
+        or ``"full"`` (every token attends to every present token). On held-out stars both
+        are equally accurate, and cached sampling is 1.2-3.4x faster (README). Model cards
+        written before the key existed are ``"full"`` (:meth:`from_card`).
 
     Examples
     --------
@@ -124,7 +125,7 @@ class SimformerConfig:
     marginal_prob: float = 0.4
     default_solver: str = "heun"
     default_steps: int = 16
-    attention: str = "full"
+    attention: str = "cached_context"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", validate_band_ids(self.bands))
@@ -234,6 +235,18 @@ class SimformerConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_card(cls, values: Mapping[str, Any]) -> SimformerConfig:
+        """Build from a model card's ``config``: as :meth:`from_dict`, with the settings of
+        models saved before a key existed (no ``attention``: ``"full"``).
+
+        Examples
+        --------
+        >>> SimformerConfig.from_card({}).attention, SimformerConfig.from_dict({}).attention
+        ('full', 'cached_context')
+        """
+        return cls.from_dict({"attention": "full"} | dict(values))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SimformerConfig:
