@@ -345,6 +345,9 @@ def _summary(results: dict, timings: dict, args, seconds: float) -> dict:
     out: dict = {"n_train": args.n_train, "n_test": args.n_test, "minutes_per_model":
                  args.minutes, "samples": args.samples, "steps": args.steps,
                  "attention": args.attention}  # fmt: skip
+    if args.simformer:  # given models: nothing was trained here
+        out |= {"n_train": None, "minutes_per_model": None, "simformer": args.simformer,
+                "npe": args.npe or "default", "attention": None}  # fmt: skip
     entry = results["all+plx"]
     models = [m for m in ("npe", "simformer", "simformer_guided") if m in entry]
     for pattern, entry in results.items():

@@ -42,6 +42,7 @@ def test_given_models_are_scored_on_every_pattern(
     printed = capsys.readouterr().out
     result = json.loads(printed.strip().splitlines()[-1])
     assert 0 < result["n_test_stars"] <= 120
+    assert result["n_train"] is None and result["simformer"] == str(simformer)
     for pattern in benchmark.PATTERNS:
         for model in ("npe", "simformer"):
             assert 0.0 <= result[f"{pattern}/{model}/max_coverage_error"] <= 1.0
