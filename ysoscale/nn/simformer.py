@@ -78,6 +78,21 @@ def _as_tensor(value: Any, device: torch.device) -> Tensor | None:
     return torch.as_tensor(value, dtype=torch.float32, device=device)
 
 
+def _pack(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Token indices ``(rows, width)`` putting each row's ``mask`` tokens first (in order),
+    cut to the longest row, and the padding ``(rows, width)`` (True past a row's count).
+
+    Examples
+    --------
+    >>> index, padding = _pack(torch.tensor([[False, True, True], [True, False, False]]))
+    >>> index.tolist(), padding.tolist()
+    ([[1, 2], [0, 1]], [[False, False], [False, True]])
+    """
+    width = int(mask.sum(dim=1).max()) if len(mask) else 0
+    index = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :width]
+    return index, ~mask.gather(1, index)
+
+
 def _canonical_keys(config: SimformerConfig) -> list[int]:
     """A key per variable that does not depend on the order of ``config.bands``: noise
     drawn in key order lands on the same variable whatever the column order."""
@@ -525,37 +540,29 @@ class Simformer(nn.Module):
         condition: Tensor,
         error: Tensor,
         present: Tensor,
-        variable: Tensor,
         solver: str,
         steps: int,
     ) -> Tensor:
         """The cached-context solve of a chunk of stars: ``start``, ``condition``, ``error``,
-        ``present``, ``variable`` are ``(stars, length)``, ``noise`` ``(stars, samples,
-        length)``; returns ``(stars, samples, length)`` (conditioning tokens: ``start``)."""
+        ``present`` are ``(stars, n_var)`` in variable order, ``noise`` ``(stars, samples,
+        n_var)``; returns ``(stars, samples, n_var)`` (conditioning tokens: ``start``). A
+        token's index is its variable index."""
         stars, samples, _ = noise.shape
-        is_latent = present & ~condition
-
-        def first(mask: Tensor) -> tuple[Tensor, Tensor]:
-            """Indices of each star's ``mask`` tokens first, cut to the longest; padding."""
-            width = int(mask.sum(dim=1).max())
-            index = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)[:, :width]
-            return index, ~mask.gather(1, index)
 
         def take(values: Tensor, index: Tensor) -> Tensor:
             return values.gather(-1, index.expand(*values.shape[:-1], -1))
 
-        context, context_padding = first(condition)
-        latent, latent_padding = first(is_latent)
+        context, context_padding = _pack(condition)
+        latent, latent_padding = _pack(present & ~condition)
         n_latent = latent.shape[1]
         out = start[:, None].expand(-1, samples, -1).clone()
         if n_latent == 0:
             return out
-        context_variable, latent_variable = take(variable, context), take(variable, latent)
         tokens = self._embed(take(start, context), None, ~context_padding,
-                             take(error, context), context_variable)  # fmt: skip
+                             take(error, context), context)  # fmt: skip
         cache = encode_context(self.transformer, tokens, context_padding)
         no = torch.zeros(stars, samples, n_latent, dtype=torch.bool, device=noise.device)
-        latent_variable = latent_variable[:, None].expand(-1, samples, -1)
+        latent_variable = latent[:, None].expand(-1, samples, -1)
         zero_error = noise.new_zeros(stars, samples, n_latent)
         keep = (~latent_padding).to(noise.dtype)[:, None]
 
@@ -598,9 +605,8 @@ class Simformer(nn.Module):
         if self.config.attention == "cached_context":
             return self._transport_cached(obs, condition, present, start, noise, solver, steps,
                                           max_tokens)  # fmt: skip
-        order = torch.argsort((~present).to(torch.int8), dim=1, stable=True)
-        length = int(present.sum(dim=1).max()) if batch else 0
-        order = order[:, :length]
+        order, _ = _pack(present)
+        length = order.shape[1]
 
         def packed(values: Tensor) -> Tensor:
             return values.gather(1, order)
@@ -639,17 +645,16 @@ class Simformer(nn.Module):
     ) -> Tensor:
         """:meth:`_transport` of a cached-context model: chunks of stars whose unobserved
         tokens (over all samples) fit in ``max_tokens``."""
-        batch, n_samples, n_var = noise.shape
+        batch, n_samples, _ = noise.shape
         out = torch.full_like(noise, float("nan"))
         n_latent = int((present & ~condition).sum(dim=1).max()) if batch else 0
         max_tokens = max_tokens or tokens_per_call(noise.device)
         stars_per_chunk = max(1, max_tokens // max(1, n_latent * n_samples))
-        variable = torch.arange(n_var, device=noise.device).expand(batch, n_var)
         error = torch.where(condition, obs.error, 0.0)
         for first in range(0, batch, stars_per_chunk):
             rows = slice(first, first + stars_per_chunk)
             x = self._solve_cached(start[rows], noise[rows], condition[rows], error[rows],
-                                   present[rows], variable[rows], solver, steps)  # fmt: skip
+                                   present[rows], solver, steps)  # fmt: skip
             out[rows] = torch.where(present[rows, None], x, float("nan"))
         return out
 
