@@ -54,3 +54,24 @@ def forward_model(photometry_grid, isochrone_grid):
     from ysoscale.physics.forward import ForwardModel
 
     return ForwardModel(photometry_grid, isochrone_grid)
+
+
+@pytest.fixture(autouse=True)
+def _dask_scheduler_left_as_found():
+    """A test that leaves dask's default scheduler changed (a Client never closed, or one
+    whose connection failed: distributed sets the default before connecting) breaks every
+    later test on its xdist worker with 'no Client active'. Fail the test that did it and
+    put the setting back, so the report names the culprit and nothing else fails."""
+    import dask
+
+    unset = object()
+    before = dask.config.config.get("scheduler", unset)
+    yield
+    after = dask.config.config.get("scheduler", unset)
+    if after is before or after == before:
+        return
+    if before is unset:
+        dask.config.config.pop("scheduler", None)
+    else:
+        dask.config.config["scheduler"] = before
+    pytest.fail(f"the test left dask's default scheduler set to {after!r}", pytrace=False)

@@ -49,7 +49,7 @@ def connect(
     3
     """
     if scheduler:
-        client = Client(scheduler)
+        client = join(scheduler)
         try:
             yield client
         finally:
@@ -84,3 +84,46 @@ def connect(
     finally:
         client.close()
         cluster.close()
+
+
+def join(address: str) -> Client:
+    """A ``Client`` of the running scheduler at ``address``.
+
+    ``distributed.Client`` makes itself dask's default scheduler before it connects and
+    does not undo that when connecting fails, so every later ``.compute()`` in the
+    session would ask for a client that does not exist. Here a failed connection leaves
+    dask's configuration as it was, and a ``tls://`` address without certificates gets
+    an error that says what to configure.
+
+    Raises
+    ------
+    RuntimeError
+        If ``address`` is ``tls://`` and dask's configuration holds no TLS certificates.
+
+    Examples
+    --------
+    >>> import dask
+    >>> join("tls://127.0.0.1:1")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    RuntimeError: tls://127.0.0.1:1 is a TLS scheduler ...
+    >>> dask.config.get("scheduler", None) is None
+    True
+    """
+    import dask
+
+    unset = object()
+    before = dask.config.config.get("scheduler", unset)
+    try:
+        return Client(address)
+    except BaseException as error:
+        if before is unset:
+            dask.config.config.pop("scheduler", None)
+        else:
+            dask.config.config["scheduler"] = before
+        if isinstance(error, TypeError) and address.startswith("tls://"):
+            raise RuntimeError(
+                f"{address} is a TLS scheduler but dask's configuration has no client "
+                "certificate: set distributed.comm.tls (ca-file, client.cert, client.key), "
+                "e.g. DASK_CONFIG=deploy/tls/dask-tls.yaml (see deploy/README.md)"
+            ) from error
+        raise
