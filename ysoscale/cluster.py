@@ -86,7 +86,7 @@ def connect(
         cluster.close()
 
 
-def join(address: str) -> Client:
+def join(address: str, **client_kwargs) -> Client:
     """A ``Client`` of the running scheduler at ``address``.
 
     ``distributed.Client`` makes itself dask's default scheduler before it connects and
@@ -94,6 +94,13 @@ def join(address: str) -> Client:
     session would ask for a client that does not exist. Here a failed connection leaves
     dask's configuration as it was, and a ``tls://`` address without certificates gets
     an error that says what to configure.
+
+    Parameters
+    ----------
+    address
+        The scheduler's address, e.g. ``tcp://10.0.0.5:8786``.
+    **client_kwargs
+        Passed to ``distributed.Client`` (``security=``, ``timeout=`` ...).
 
     Raises
     ------
@@ -114,7 +121,7 @@ def join(address: str) -> Client:
     unset = object()
     before = dask.config.config.get("scheduler", unset)
     try:
-        return Client(address)
+        return Client(address, **client_kwargs)
     except BaseException as error:
         if before is unset:
             dask.config.config.pop("scheduler", None)

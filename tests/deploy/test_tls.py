@@ -85,4 +85,4 @@ def test_encrypted_cluster_admits_only_certified_clients(certs, tmp_path):
             join(address)  # no certificate: distributed will not even try
         other = make_certificates(tmp_path / "other")  # signed by another CA
         with pytest.raises((OSError, TimeoutError)):
-            Client(address, security=tls_security(other["config"]), timeout="3s")
+            join(address, security=tls_security(other["config"]), timeout="3s")
