@@ -24,6 +24,7 @@ CONFIGS = {
         **SMALL, params=("teff", "logg", "mh", "av", "rv", "distance_modulus")
     ),
     "full_attention": SimformerConfig(**SMALL, attention="full"),
+    "native_distance": SimformerConfig(**SMALL, distance_frame="native"),
 }
 
 
@@ -236,6 +237,75 @@ def test_conditioning_on_a_parameter_fixes_it():
     assert (joint["params"][..., model.config.params.index("has_disk")] == 0).all()
     with pytest.raises(ValueError, match="condition on parameters"):
         model.sample_joint(mag, err, plx, plx_err, n_samples=2, condition={"gaia_g": 1.0})
+
+
+def _still(model: Simformer) -> Simformer:
+    """The model with a zero velocity field: every sample is its starting noise."""
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    return model
+
+
+@pytest.mark.parametrize("attention", ["cached_context", "full"])
+def test_distance_frame_follows_the_parallax(attention):
+    """With ``distance_frame="parallax"`` the distance token of a star with a parallax is
+    measured from the distance the parallax implies in units of its width: a model that
+    does not move its noise returns distances spread by that width around 1000 / parallax,
+    and the native frame spreads them over the prior's scale."""
+    n, s = 4, 4000
+    parallax = torch.tensor([10.0, 2.0, 0.5, float("nan")])
+    parallax_error = torch.tensor([0.1, 0.02, 0.05, float("nan")])  # S/N 100, 100, 10, none
+    mag = torch.full((n, len(BANDS)), 12.0)
+    err = torch.full((n, len(BANDS)), 0.01)
+    spreads = {}
+    for frame in ("parallax", "native"):
+        torch.manual_seed(1)
+        model = _still(Simformer(SimformerConfig(**SMALL, attention=attention,
+                                                 distance_frame=frame)))  # fmt: skip
+        index = model.config.params.index("log10_distance")
+        samples, _ = model.sample(mag, err, parallax, parallax_error, n_samples=s)
+        distance = samples[..., index].double()
+        spreads[frame] = distance.std(dim=1)
+        if frame == "native":
+            continue
+        implied = torch.log10(1000.0 / parallax[:3]).double()
+        width = (parallax_error / parallax)[:3].double() / math.log(10.0)
+        # mean within 4 standard errors of the implied distance; the spread within 5 %
+        # (4 sigma of a standard deviation from s draws is 4 / sqrt(2 s) = 4.5 %)
+        assert (distance[:3].mean(dim=1) - implied).abs().max() < 4 * (width / math.sqrt(s)).max()
+        ratio = distance[:3].std(dim=1) / width
+        assert ((ratio - 1).abs() < 0.05).all(), ratio
+    scale = float(model.scale[index])
+    assert abs(float(spreads["native"][0]) / scale - 1) < 0.05
+    # the star without a parallax is in the native frame either way
+    assert torch.allclose(spreads["parallax"][3], spreads["native"][3], rtol=1e-4)
+
+
+def test_frame_needs_the_parallax_as_a_condition():
+    model = Simformer(CONFIGS["default"])
+    _, mag, err, plx, plx_err, _, _ = make_batch(model.config)
+    obs = model.observations(mag, err, plx, plx_err)
+    centre, width = model.frame(obs, obs.observed)
+    has = torch.isfinite(plx) & (plx / plx_err > 3)
+    index = model.config.params.index("log10_distance")
+    assert (width[has, index] < 1).all() and (width[~torch.isfinite(plx), index] == 1).all()
+    others = torch.ones(model.config.n_var, dtype=torch.bool)
+    others[index] = False
+    assert (centre[:, others] == 0).all() and (width[:, others] == 1).all()
+    dropped = obs.observed.clone()
+    dropped[:, -1] = False  # parallax left out: it cannot set the frame
+    centre, width = model.frame(obs, dropped)
+    assert (centre == 0).all() and (width == 1).all()
+
+
+def test_conditioning_on_the_distance_with_a_parallax_fixes_it():
+    model = Simformer(CONFIGS["default"])
+    _, mag, err, plx, plx_err, _, _ = make_batch(model.config)
+    plx = plx.abs() + 1.0
+    joint = model.sample_joint(mag, err, plx, plx_err, n_samples=3,
+                               condition={"log10_distance": 2.5})  # fmt: skip
+    distance = joint["params"][..., model.config.params.index("log10_distance")]
+    assert torch.allclose(distance, torch.full_like(distance, 2.5), atol=1e-5)
 
 
 def test_yso_products_shapes():

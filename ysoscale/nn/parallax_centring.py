@@ -106,9 +106,50 @@ def parallax_frame(
     """
     centre = lo.new_zeros(batch, lo.shape[0])
     width = lo.new_ones(batch, lo.shape[0])
+    implied = parallax_distance(params, lo, hi, parallax, parallax_error)
+    if implied is None:
+        return centre, width
+    index, x_plx, s_x, weight = implied
+    scale = hi[index] - lo[index]
+    p = (x_plx - lo[index]) / scale
+    s_u = FRAME_INFLATION * s_x / (scale * p * (1.0 - p))
+    centre[:, index], width[:, index] = blend_with_native(torch.logit(p), s_u, weight)
+    return centre, width
+
+
+def parallax_distance(
+    params: tuple[str, ...],
+    lo: Tensor,
+    hi: Tensor,
+    parallax: Tensor | None,
+    parallax_error: Tensor | None,
+) -> tuple[int, Tensor, Tensor, Tensor] | None:
+    """The distance a parallax implies, its first-order width and the weight it deserves.
+
+    Returns
+    -------
+    None
+        If ``params`` has no distance parameter or there is no parallax.
+    index : int
+        Position of the distance parameter in ``params``.
+    x_plx : Tensor, shape (batch,)
+        ``a log10(1000 / ϖ) + b``, kept :data:`EDGE_MARGIN` of the box inside ``[lo, hi]``.
+    s_x : Tensor, shape (batch,)
+        ``a / (r ln 10)``, its width at S/N ``r``.
+    weight : Tensor, shape (batch,)
+        ``w(r)``: 0 for stars without a usable parallax (``x_plx``, ``s_x`` are then
+        placeholders), 1 from S/N :data:`SNR_FULL_WEIGHT`.
+
+    Examples
+    --------
+    >>> index, x, s, w = parallax_distance(("log10_distance",), torch.tensor([0.5]),
+    ...     torch.tensor([4.5]), torch.tensor([10.0, 1.0]), torch.tensor([0.1, 1.0]))
+    >>> index, x.tolist(), round(float(s[0]), 5), w.tolist()
+    (0, [2.0, 3.0], 0.00434, [1.0, 0.0])
+    """
     found = [i for i, name in enumerate(params) if name in DISTANCE_PARAMS]
     if not found or parallax is None or parallax_error is None:
-        return centre, width
+        return None
     (index,) = found
     a, b = DISTANCE_PARAMS[params[index]]
     usable = torch.isfinite(parallax) & torch.isfinite(parallax_error) & (parallax_error > 0)
@@ -118,17 +159,68 @@ def parallax_frame(
     informative = weight > 0
     safe_plx = torch.where(informative, parallax, torch.ones_like(parallax))
     safe_snr = torch.where(informative, snr, torch.ones_like(snr))
-
     box_lo, box_hi = lo[index], hi[index]
-    scale = box_hi - box_lo
+    margin = EDGE_MARGIN * (box_hi - box_lo)
     x_plx = a * torch.log10(1000.0 / safe_plx) + b
-    p = ((x_plx - box_lo) / scale).clamp(EDGE_MARGIN, 1.0 - EDGE_MARGIN)
-    u_plx = torch.logit(p)
-    s_u = FRAME_INFLATION * a / (safe_snr * math.log(10.0)) / (scale * p * (1.0 - p))
-    s_u = s_u.clamp(min=MIN_WIDTH)
-    precision = torch.where(informative, weight / s_u**2, torch.zeros_like(s_u))
-    centre[:, index] = precision * u_plx / (1.0 + precision)
-    width[:, index] = torch.rsqrt(1.0 + precision)
+    x_plx = torch.minimum(torch.maximum(x_plx, box_lo + margin), box_hi - margin)
+    return index, x_plx, a / (safe_snr * math.log(10.0)), weight
+
+
+def blend_with_native(
+    centre_plx: Tensor, width_plx: Tensor, weight: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Precision-weighted mean of the parallax frame ``(centre_plx, width_plx)`` with the
+    native frame (centre 0, width 1): ``λ = weight / width_plx²``, ``centre = λ centre_plx /
+    (1 + λ)``, ``width = 1 / sqrt(1 + λ)``; ``weight`` 0 gives the native frame.
+
+    Examples
+    --------
+    >>> c, w = blend_with_native(torch.tensor([2.0, 2.0]), torch.tensor([1.0, 1.0]),
+    ...                          torch.tensor([1.0, 0.0]))
+    >>> c.tolist(), [round(v, 4) for v in w.tolist()]
+    ([1.0, 0.0], [0.7071, 1.0])
+    """
+    width_plx = width_plx.clamp(min=MIN_WIDTH)
+    precision = torch.where(weight > 0, weight / width_plx**2, torch.zeros_like(width_plx))
+    return precision * centre_plx / (1.0 + precision), torch.rsqrt(1.0 + precision)
+
+
+def token_frame(
+    params: tuple[str, ...],
+    loc: Tensor,
+    scale: Tensor,
+    lo: Tensor,
+    hi: Tensor,
+    parallax: Tensor | None,
+    parallax_error: Tensor | None,
+    batch: int,
+    inflation: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """Centre and width ``(batch, n_param)`` of each star's distance frame in a token space
+    ``(θ - loc) / scale`` (the simformer's), as :func:`parallax_frame` does in the logit
+    space: the parallax distance with width ``inflation · s_x / scale``, blended with the
+    native frame. A flow-matching model starts from unit-variance noise in every token, so
+    ``inflation`` 1 (a high-S/N posterior of about unit width) gives the straightest paths;
+    it has no spline window to respect.
+
+    Examples
+    --------
+    >>> centre, width = token_frame(("log10_distance",), torch.tensor([2.5]),
+    ...     torch.tensor([0.5]), torch.tensor([0.5]), torch.tensor([4.5]),
+    ...     torch.tensor([10.0]), torch.tensor([0.1]), 1)
+    >>> round(float(centre[0, 0]), 3), round(float(width[0, 0]), 4)   # (2 - 2.5) / 0.5; s_x / 0.5
+    (-1.0, 0.0087)
+    """
+    centre = loc.new_zeros(batch, loc.shape[0])
+    width = loc.new_ones(batch, loc.shape[0])
+    implied = parallax_distance(params, lo, hi, parallax, parallax_error)
+    if implied is None:
+        return centre, width
+    index, x_plx, s_x, weight = implied
+    u_plx = (x_plx - loc[index]) / scale[index]
+    centre[:, index], width[:, index] = blend_with_native(
+        u_plx, inflation * s_x / scale[index], weight
+    )
     return centre, width
 
 

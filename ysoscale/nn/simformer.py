@@ -45,6 +45,7 @@ from ysoscale.nn.config import EstimatorConfig
 from ysoscale.nn.context_cache import attention_mask, decode_latent, encode_context
 from ysoscale.nn.model_files import load_weights, read_card, save_model
 from ysoscale.nn.npe import PosteriorEstimator
+from ysoscale.nn.parallax_centring import token_frame
 from ysoscale.nn.simformer_config import (
     SIMFORMER_PARAM_BOUNDS,
     SOLVERS,
@@ -108,15 +109,23 @@ class Observations:
     """A batch of stars in token space (tensors of shape ``(batch, n_var)``).
 
     ``values`` are standardised observed values (0 where not observed), ``observed`` marks
-    observed observables, ``error`` is the error feature (0 where not observed).
+    observed observables, ``error`` is the error feature (0 where not observed);
+    ``parallax`` and ``parallax_error`` keep the measured parallax (mas, ``(batch,)``, NaN
+    where there is none) for the distance frame.
     """
 
     values: Tensor
     observed: Tensor
     error: Tensor
+    parallax: Tensor | None = None
+    parallax_error: Tensor | None = None
 
     def rows(self, index: Tensor | slice) -> Observations:
-        return Observations(self.values[index], self.observed[index], self.error[index])
+        def part(values: Tensor | None) -> Tensor | None:
+            return None if values is None else values[index]
+
+        return Observations(self.values[index], self.observed[index], self.error[index],
+                            part(self.parallax), part(self.parallax_error))  # fmt: skip
 
 
 class Simformer(nn.Module):
@@ -250,7 +259,33 @@ class Simformer(nn.Module):
             values.append(value[:, None])
             observed.append(has[:, None])
             error.append(err[:, None])
+            nan = torch.full_like(parallax, float("nan"))
+            return Observations(torch.cat(values, 1), torch.cat(observed, 1), torch.cat(error, 1),
+                                torch.where(has, parallax, nan),
+                                torch.where(has, parallax_error, nan))  # fmt: skip
         return Observations(torch.cat(values, 1), torch.cat(observed, 1), torch.cat(error, 1))
+
+    def frame(self, obs: Observations, condition: Tensor) -> tuple[Tensor, Tensor]:
+        """Each star's token frame: centre and width ``(batch, n_var)``.
+
+        The network sees and predicts ``(token - centre) / width``. That is the token itself
+        (centre 0, width 1) for every variable but the distance of a star whose parallax is
+        a conditioning token, when ``config.distance_frame == "parallax"``: there the frame
+        is the distance the parallax implies and its width
+        (:func:`~ysoscale.nn.parallax_centring.token_frame`).
+        """
+        config = self.config
+        batch, n_var = condition.shape
+        centre = obs.values.new_zeros(batch, n_var)
+        width = obs.values.new_ones(batch, n_var)
+        if config.distance_frame != "parallax" or obs.parallax is None:
+            return centre, width
+        n = self.n_param
+        used = torch.where(condition[:, -1], obs.parallax, float("nan"))
+        centre[:, :n], width[:, :n] = token_frame(config.params, self.loc[:n], self.scale[:n],
+                                                  self.lo, self.hi, used, obs.parallax_error,
+                                                  batch)  # fmt: skip
+        return centre, width
 
     def clean_targets(
         self, theta: Tensor, mag_true: Tensor, parallax_true: Tensor | None = None
@@ -423,6 +458,8 @@ class Simformer(nn.Module):
         x1 = torch.where(known, x1, 0.0)
         condition, present = self.draw_masks(obs.observed, generator)
         condition &= known | obs.observed
+        centre, width = self.frame(obs, condition)
+        x1 = torch.where(known, (x1 - centre) / width, 0.0)
         batch = x1.shape[0]
         device = x1.device
         x0 = torch.randn(x1.shape, generator=generator, device=device)
@@ -441,6 +478,7 @@ class Simformer(nn.Module):
             if forward_model is None:
                 raise ValueError("config.w_r > 0: the physics guidance needs a forward_model")
             clean = torch.where(condition, cond_values, xt + (1 - t[:, None]) * v)
+            clean = clean * width + centre
             disk = None
             if "has_disk" in config.params:
                 disk = theta[:, config.params.index("has_disk")] > 0.5
@@ -716,6 +754,7 @@ class Simformer(nn.Module):
         full[..., :n_param] = noise
         present = obs.observed.clone()
         present[:, :n_param] = True  # unobserved observables are left out (marginalised)
+        centre, width = self.frame(obs, obs.observed)
         was_training = self.training
         self.eval()
         try:
@@ -724,7 +763,8 @@ class Simformer(nn.Module):
             )
         finally:
             self.train(was_training)
-        params = self.unstandardize(x[..., :n_param], slice(0, n_param))
+        x = x[..., :n_param] * width[:, None, :n_param] + centre[:, None, :n_param]
+        params = self.unstandardize(x, slice(0, n_param))
         return self._clip(params)
 
     def forward(
@@ -866,14 +906,16 @@ class Simformer(nn.Module):
         assert noise.shape == (batch, n_samples, config.n_var), (
             f"noise must be ({batch}, {n_samples}, {config.n_var}), got {tuple(noise.shape)}"
         )
+        centre, width = self.frame(obs, cond)
         was_training = self.training
         self.eval()
         try:
             present = torch.ones_like(cond)
-            x = self._transport(obs, cond, present, start, noise, solver, steps, max_tokens)
+            x = self._transport(obs, cond, present, (start - centre) / width, noise, solver,
+                                steps, max_tokens)  # fmt: skip
         finally:
             self.train(was_training)
-        values = self.unstandardize(x)
+        values = self.unstandardize(x * width[:, None] + centre[:, None])
         observed_values = self.unstandardize(start)
         values = torch.where(cond[:, None, :], observed_values[:, None, :], values)
         bands = self._band_slice()

@@ -28,6 +28,9 @@ PARALLAX = "parallax"
 
 SOLVERS: tuple[str, ...] = ("euler", "heun", "rk4")
 
+DISTANCE_FRAMES: tuple[str, ...] = ("parallax", "native")
+"""Values of ``SimformerConfig.distance_frame``."""
+
 GUIDANCE_PARAMS: tuple[str, ...] = ("log10_mass", "log10_age", "mh", "log10_distance", "av", "rv")
 """Parameters the physics guidance needs (the forward model's physical path)."""
 
@@ -91,6 +94,13 @@ class SimformerConfig:
         or ``"full"`` (every token attends to every present token). On held-out stars both
         are equally accurate, and cached sampling is 1.2-3.4x faster (README). Model cards
         written before the key existed are ``"full"`` (:meth:`from_card`).
+    distance_frame : str
+        ``"parallax"`` (default): for a star whose parallax is a conditioning token, the
+        distance token is centred on the distance the parallax implies and scaled by its
+        width (:func:`ysoscale.nn.parallax_centring.token_frame`), so a Gaia parallax at
+        S/N 100 (a 0.004 dex peak) is a unit-width target, not one a hundredth as wide as
+        the noise the flow starts from. ``"native"``: the plain standardised distance.
+        Model cards written before the key existed are ``"native"``.
 
     Examples
     --------
@@ -126,6 +136,7 @@ class SimformerConfig:
     default_solver: str = "heun"
     default_steps: int = 16
     attention: str = "cached_context"
+    distance_frame: str = "parallax"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bands", validate_band_ids(self.bands))
@@ -189,6 +200,10 @@ class SimformerConfig:
             raise ValueError(
                 f"unknown attention {self.attention!r}; choose one of {ATTENTION_MODES}"
             )
+        if self.distance_frame not in DISTANCE_FRAMES:
+            raise ValueError(
+                f"unknown distance_frame {self.distance_frame!r}; choose one of {DISTANCE_FRAMES}"
+            )
         if self.default_solver not in SOLVERS:
             raise ValueError(f"unknown solver {self.default_solver!r}; choose one of {SOLVERS}")
         if self.w_r > 0:
@@ -239,14 +254,17 @@ class SimformerConfig:
     @classmethod
     def from_card(cls, values: Mapping[str, Any]) -> SimformerConfig:
         """Build from a model card's ``config``: as :meth:`from_dict`, with the settings of
-        models saved before a key existed (no ``attention``: ``"full"``).
+        models saved before a key existed (no ``attention``: ``"full"``; no
+        ``distance_frame``: ``"native"``).
 
         Examples
         --------
         >>> SimformerConfig.from_card({}).attention, SimformerConfig.from_dict({}).attention
         ('full', 'cached_context')
+        >>> SimformerConfig.from_card({}).distance_frame
+        'native'
         """
-        return cls.from_dict({"attention": "full"} | dict(values))
+        return cls.from_dict({"attention": "full", "distance_frame": "native"} | dict(values))
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SimformerConfig:
@@ -263,6 +281,7 @@ class SimformerConfig:
 
 
 __all__ = [
+    "DISTANCE_FRAMES",
     "GUIDANCE_PARAMS",
     "PARALLAX",
     "SIMFORMER_PARAMS",
