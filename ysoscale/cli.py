@@ -192,7 +192,7 @@ def _cmd_train_simformer(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.model != "npe":
+    if args.model == "svae":
         if len(args.data) > 1:
             raise ValueError(f"--model {args.model} trains on one --data store, got {args.data}")
         args.data = args.data[0]
@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         required=True,
         nargs="+",
-        help="training store(s) (ysoscale simulate); --model npe reads several as one, "
+        help="training store(s) (ysoscale simulate); npe and simformer read several as one, "
         "e.g. a general store and a magnitude-limited one (training/bright_store.toml)",
     )
     tr.add_argument("--out", required=True, help="model directory (resumed if it exists)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ysoscale.simulate.config import SimulationConfig
 from ysoscale.simulate.run import simulate
 from ysoscale.train.loader import StoreLoader
 from ysoscale.train.simformer_trainer import train_simformer
-from ysoscale.train.trainer import TrainingConfig
+from ysoscale.train.trainer import TrainingConfig, store_loaders
 
 BANDS = ("gaia_g", "gaia_bp", "gaia_rp", "tmass_j", "tmass_h", "tmass_ks", "wise_w1", "wise_w2")
 TINY = SimformerConfig(bands=BANDS, width=16, depth=1, heads=2, ff=32, default_steps=2)
@@ -112,3 +113,30 @@ def test_guidance_reduces_the_physics_residual(store, forward, tmp_path) -> None
         residual[name] = _residual(Simformer.load(tmp_path / name), forward, store)
     print(f"physics residual (median |m_fwd - m_obs|, mag): {residual}")
     assert residual["guided"] < residual["plain"]
+
+
+def test_simformer_reads_the_loaders_of_the_set_transformer(store, tmp_path) -> None:
+    """Regression: the simformer's training loader once dropped ``survey_subset_rate`` and
+    ``saturation_release``, so it never saw a bright Gaia-only star (Sco-Cen's ages all came
+    out near 10 Myr). Both trainers now build their loaders with ``store_loaders``."""
+    training = TrainingConfig(epochs=1, batch_size=500, survey_subset_rate=0.4,
+                              saturation_release=0.3)  # fmt: skip
+    train, validation, names = store_loaders([store, store], training, TINY.params, BANDS,
+                                             with_truth=True)  # fmt: skip
+    assert names == [str(store), str(store)]
+    for loader in train.loaders:
+        assert (loader.survey_subset_rate, loader.saturation_release) == (0.4, 0.3)
+        assert loader.with_truth
+    for loader in validation.loaders:
+        assert (loader.survey_subset_rate, loader.saturation_release, loader.band_dropout) == (
+            0.0, 0.0, 0.0)  # fmt: skip
+    out = tmp_path / "two_stores"
+    report = train_simformer([store, store], out, TINY, training, progress=False)
+    assert report.epochs_run == 1
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["stores"] == [str(store), str(store)]
+    # resuming on another set of stores restarts the best validation loss
+    train_simformer(store, out, TINY, dataclasses.replace(training, epochs=2), progress=False)
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["stores"] == [str(store)]
+    assert state["best"] == state["history"][-1]["validation_loss"]

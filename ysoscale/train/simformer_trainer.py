@@ -16,6 +16,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ from ysoscale.train.loader import Batch, StoreLoader
 from ysoscale.train.trainer import (
     TrainingConfig,
     TrainingReport,
-    _learning_rate_factor,
     out_of_time,
+    restart_on_new_stores,
     save_checkpoint,
+    step_schedule,
+    store_loaders,
     training_card,
 )
 
@@ -105,7 +108,7 @@ def guidance_forward_model(config: SimformerConfig, device: torch.device) -> Any
 
 
 def train_simformer(
-    store: str | Path,
+    store: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     simformer: SimformerConfig | None = None,
     training: TrainingConfig | None = None,
@@ -115,6 +118,10 @@ def train_simformer(
     progress: bool = True,
 ) -> TrainingReport:
     """Train a :class:`Simformer` on a simulated store; resume if interrupted.
+
+    ``store`` may be several stores, read as one (as for
+    :func:`~ysoscale.train.trainer.train`); the loaders are those of the set-transformer,
+    with every augmentation of ``training`` (:func:`~ysoscale.train.trainer.store_loaders`).
 
     Writes ``OUT/model.safetensors`` and ``OUT/model_card.json`` (best validation epoch so
     far) and ``OUT/checkpoint/`` (latest state). With ``standardize`` (default) the token
@@ -138,20 +145,9 @@ def train_simformer(
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA device")
     torch.manual_seed(training.seed)
-    common = {
-        "params": config.params,
-        "bands": config.bands,
-        "batch_size": training.batch_size,
-        "validation_fraction": training.validation_fraction,
-        "seed": training.seed,
-        "threads": training.threads_for_loader,
-        "with_truth": True,
-    }
-    train_loader = StoreLoader(store, split="train", band_dropout=training.band_dropout,
-                               error_inflation=training.error_inflation,
-                               survey_dropout=training.survey_dropout, **common)  # fmt: skip
-    val_loader = StoreLoader(store, split="validation", band_dropout=0.0, survey_dropout=0.0,
-                             redraw_noise=False, **common)  # fmt: skip
+    train_loader, val_loader, store_names = store_loaders(
+        store, training, config.params, config.bands, with_truth=True
+    )
     resuming = (checkpoint / "state.json").exists()
     if resuming:
         resumed = Simformer.load(checkpoint, map_location=device)
@@ -176,24 +172,25 @@ def train_simformer(
         )
         state = json.loads((checkpoint / "state.json").read_text())
         print(f"resuming from epoch {state['epoch']} (best validation loss {state['best']:.4f})")
+        restart_on_new_stores(state, store_names)
+    state["stores"] = store_names
 
     generator = torch.Generator(device=device).manual_seed(training.seed + 1 + state["step"])
     started = time.perf_counter()
     stopped_early = False
     steps_per_epoch = state.get("steps_per_epoch") or train_loader.max_batches()
     model.train()
-    while state["epoch"] < training.epochs:
+    while state["epoch"] < training.epochs and not out_of_time(training, state, started):
         epoch = state["epoch"]
         bar = tqdm(desc=f"epoch {epoch + 1}/{training.epochs}", unit="batch", disable=not progress)
         running, running_physics, seen = 0.0, 0.0, 0
         epoch_start = time.perf_counter()
-        i = -1
+        i, cut = -1, False
         for i, batch in enumerate(train_loader.epoch(epoch)):
-            progress_frac = (epoch + i / steps_per_epoch) / training.epochs
-            if training.time_budget_minutes is not None:
-                spent = state.get("minutes", 0.0) + (time.perf_counter() - epoch_start) / 60
-                progress_frac = max(progress_frac, spent / training.time_budget_minutes)
-            factor = _learning_rate_factor(state["step"], progress_frac, training.warmup_steps)
+            factor = step_schedule(training, state, i / steps_per_epoch, epoch_start)
+            if factor is None:
+                cut = True
+                break
             for group in optimizer.param_groups:
                 group["lr"] = training.learning_rate * factor
             loss, parts = model.loss(**_tensors(batch, device), forward_model=forward_model,
@@ -209,7 +206,8 @@ def train_simformer(
             bar.set_postfix(fm=f"{running / seen:.3f}")
             bar.update()
         bar.close()
-        state["steps_per_epoch"] = steps_per_epoch = max(i + 1, 1)
+        if not cut:
+            state["steps_per_epoch"] = steps_per_epoch = max(i + 1, 1)
         state["minutes"] = state.get("minutes", 0.0) + (time.perf_counter() - epoch_start) / 60
         val = validation_loss(model, val_loader, device, forward_model)
         record = {"epoch": epoch + 1, "train_fm": running / max(seen, 1), "validation_loss": val}

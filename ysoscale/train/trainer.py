@@ -113,6 +113,36 @@ def _learning_rate_factor(step: int, progress: float, warmup: int) -> float:
     return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def step_schedule(
+    training: TrainingConfig, state: dict, epoch_fraction: float, epoch_start: float
+) -> float | None:
+    """Learning-rate factor of the next step, or None when the time budget is spent.
+
+    The schedule anneals over ``training.epochs`` or, when set, over
+    ``time_budget_minutes`` (across resumes), whichever ends first. Once the budget is
+    spent the rate is zero, so the epoch is cut there rather than finished for nothing.
+    ``epoch_fraction`` is the share of this epoch done; ``epoch_start`` its start
+    (``time.perf_counter()``). Shared by every trainer's batch loop.
+
+    Examples
+    --------
+    >>> config = TrainingConfig(epochs=10, warmup_steps=1, time_budget_minutes=60)
+    >>> round(step_schedule(config, {"epoch": 5, "step": 100, "minutes": 0.0}, 0.0,
+    ...                     time.perf_counter()), 3)   # half the epochs: cos(pi/2)
+    0.5
+    >>> step_schedule(config, {"epoch": 1, "step": 100, "minutes": 60.0}, 0.5,
+    ...               time.perf_counter()) is None
+    True
+    """
+    progress = (state["epoch"] + epoch_fraction) / training.epochs
+    if training.time_budget_minutes is not None:
+        spent = state.get("minutes", 0.0) + (time.perf_counter() - epoch_start) / 60
+        if spent >= training.time_budget_minutes:
+            return None
+        progress = max(progress, spent / training.time_budget_minutes)
+    return _learning_rate_factor(state["step"], progress, training.warmup_steps)
+
+
 @torch.no_grad()
 def validation_nll(
     model: PosteriorEstimator, loader: StoreLoader | StoreUnion, device: torch.device
@@ -189,28 +219,9 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 products; the flow stays fp32
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(training.seed)
-    stores = [store] if isinstance(store, (str, Path)) else list(store)
-    if not stores:
-        raise ValueError("no training store given")
-    common = {
-        "params": estimator.params,
-        "bands": estimator.bands,
-        "batch_size": training.batch_size,
-        "validation_fraction": training.validation_fraction,
-        "threads": training.threads_for_loader,
-    }
-    train_loader = _loader([StoreLoader(path, split="train", band_dropout=training.band_dropout,
-                                        error_inflation=training.error_inflation,
-                                        saturation_release=training.saturation_release,
-                                        survey_dropout=training.survey_dropout,
-                                        survey_subset_rate=training.survey_subset_rate,
-                                        seed=training.seed + 1000 * i, **common)
-                            for i, path in enumerate(stores)])  # fmt: skip
-    val_loader = _loader([StoreLoader(path, split="validation", band_dropout=0.0,
-                                      survey_dropout=0.0, redraw_noise=False,
-                                      seed=training.seed + 1000 * i, **common)
-                          for i, path in enumerate(stores)])  # fmt: skip
-    store_names = [str(path) for path in stores]
+    train_loader, val_loader, store_names = store_loaders(
+        store, training, estimator.params, estimator.bands
+    )
 
     model = model.to(device)
     optimizer = torch.optim.AdamW(
@@ -231,12 +242,7 @@ def train(
         )
         state = json.loads((checkpoint / "state.json").read_text())
         print(f"resuming from epoch {state['epoch']} (best validation NLL {state['best']:.4f})")
-        previous = state.get("stores", store_names[:1])  # older checkpoints: one store
-        if previous != store_names:
-            # the validation split changed with the stores: old losses are not comparable
-            print(f"training stores changed ({previous} -> {store_names}): "
-                  "the best validation NLL starts afresh")  # fmt: skip
-            state["best"], state["bad_epochs"] = math.inf, 0
+        restart_on_new_stores(state, store_names)
     elif init_from is not None:
         copied = warm_start(model, PosteriorEstimator.load(init_from, map_location=device))
         print(f"initialised {copied} weight tensors from {init_from}")
@@ -248,18 +254,18 @@ def train(
     # until an epoch has been counted, assume every stored star is usable (an upper bound)
     steps_per_epoch = state.get("steps_per_epoch") or train_loader.max_batches()
     model.train()
-    while state["epoch"] < training.epochs:
+    while state["epoch"] < training.epochs and not out_of_time(training, state, started):
         epoch = state["epoch"]
         bar = tqdm(desc=f"epoch {epoch + 1}/{training.epochs}", unit="batch", disable=not progress)
         running, seen = 0.0, 0
         epoch_start = time.perf_counter()
+        cut = False
         for i, batch in enumerate(train_loader.epoch(epoch)):
+            factor = step_schedule(training, state, i / steps_per_epoch, epoch_start)
+            if factor is None:
+                cut = True
+                break
             tensors = _tensors(batch, device)
-            progress_frac = (epoch + i / steps_per_epoch) / training.epochs
-            if training.time_budget_minutes is not None:  # anneal to the time budget
-                spent = state.get("minutes", 0.0) + (time.perf_counter() - epoch_start) / 60
-                progress_frac = max(progress_frac, spent / training.time_budget_minutes)
-            factor = _learning_rate_factor(state["step"], progress_frac, training.warmup_steps)
             for group in optimizer.param_groups:
                 group["lr"] = training.learning_rate * factor
             loss = model.nll(**tensors)
@@ -273,8 +279,8 @@ def train(
             bar.set_postfix(nll=f"{running / seen:.3f}")
             bar.update()
         bar.close()
-        state["steps_per_epoch"] = i + 1
-        steps_per_epoch = i + 1
+        if not cut:
+            state["steps_per_epoch"] = steps_per_epoch = i + 1
         state["minutes"] = state.get("minutes", 0.0) + (time.perf_counter() - epoch_start) / 60
         val = validation_nll(model, val_loader, device)
         state["history"].append({"epoch": epoch + 1, "train_nll": running / max(seen, 1),
@@ -335,6 +341,62 @@ def out_of_time(training: TrainingConfig, state: dict, started: float) -> bool:
         print(f"stopping after {elapsed:.1f} min (max_minutes); re-run to resume")
         return True
     return False
+
+
+def store_loaders(
+    store: str | Path | Sequence[str | Path],
+    training: TrainingConfig,
+    params: Sequence[str],
+    bands: Sequence[str],
+    *,
+    with_truth: bool = False,
+) -> tuple[StoreLoader | StoreUnion, StoreLoader | StoreUnion, list[str]]:
+    """The training and validation loaders of one store or several, and the stores' names.
+
+    The training split gets every augmentation of ``training`` (band, survey and
+    survey-subset dropout, error inflation, saturation release, fresh noise each epoch);
+    the validation split none of them. Several stores are read as one
+    (:class:`~ysoscale.train.loader.StoreUnion`), store ``i`` with seed ``seed + 1000 i``.
+    Shared by the NPE and simformer trainers, so both see the same training data.
+
+    Raises
+    ------
+    ValueError
+        If no store is given.
+    """
+    stores = [store] if isinstance(store, (str, Path)) else list(store)
+    if not stores:
+        raise ValueError("no training store given")
+    common = {
+        "params": tuple(params),
+        "bands": tuple(bands),
+        "batch_size": training.batch_size,
+        "validation_fraction": training.validation_fraction,
+        "threads": training.threads_for_loader,
+        "with_truth": with_truth,
+    }
+    train = [StoreLoader(path, split="train", band_dropout=training.band_dropout,
+                         error_inflation=training.error_inflation,
+                         saturation_release=training.saturation_release,
+                         survey_dropout=training.survey_dropout,
+                         survey_subset_rate=training.survey_subset_rate,
+                         seed=training.seed + 1000 * i, **common)
+             for i, path in enumerate(stores)]  # fmt: skip
+    validation = [StoreLoader(path, split="validation", band_dropout=0.0, survey_dropout=0.0,
+                              redraw_noise=False, seed=training.seed + 1000 * i, **common)
+                  for i, path in enumerate(stores)]  # fmt: skip
+    return _loader(train), _loader(validation), [str(path) for path in stores]
+
+
+def restart_on_new_stores(state: dict, store_names: list[str]) -> None:
+    """On resuming with other training stores, forget the best validation loss (the
+    validation split changed with the stores, so old losses are not comparable)."""
+    previous = state.get("stores", store_names[:1])  # older checkpoints: one store
+    if previous != store_names:
+        print(f"training stores changed ({previous} -> {store_names}): "
+              "the best validation loss starts afresh")  # fmt: skip
+        state["best"], state["bad_epochs"] = math.inf, 0
+        state.pop("steps_per_epoch", None)
 
 
 def _loader(loaders: list[StoreLoader]) -> StoreLoader | StoreUnion:
