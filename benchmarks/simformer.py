@@ -14,7 +14,9 @@ Gaia + parallax; Gaia + 2MASS + parallax; all the models' bands + parallax):
   infrared-excess score against the photospheric prediction;
 * guidance ablation: the physics residual median |m_fwd(theta) - m| of posterior samples,
   against the observed magnitudes (disk-free stars, all-bands pattern) and, from joint
-  samples, against the simformer's own predicted magnitudes of unobserved bands.
+  samples, against the simformer's own predicted magnitudes of unobserved bands;
+* in the parallax patterns, the coverage error of log10_distance per parallax S/N bin
+  (<5, 5-20, 20-100, >100), where a too-wide or too-narrow peak shows first.
 
 Prints markdown tables; the last line is one JSON object with the headline figures and the
 simformer / set-transformer ratios.
@@ -29,11 +31,13 @@ The Done-when scale of issue 6 is ``--n-train 1000000 --n-test 100000`` with lon
 training (``--minutes``) on a bigger machine.
 
 With ``--simformer DIR`` nothing is trained: the given simformer (and ``--simformer-guided
-DIR`` if given) is scored beside the set-transformer ``--npe`` (a directory or a shipped
-model name; default: the shipped default model) on the held-out stars, in the simformer's
-bands (the set-transformer sees those of them it knows):
+DIR`` if given, and each ``--also NAME=DIR``, labelled NAME) is scored beside the
+set-transformer ``--npe`` (a directory or a shipped model name; default: the shipped
+default model) on the held-out stars, in the simformer's bands (the set-transformer sees
+those of them it knows):
 
-    python benchmarks/simformer.py --simformer MODEL --heldout TEST.zarr --n-test 100000
+    python benchmarks/simformer.py --simformer MODEL [--also before=OLD_MODEL]
+        --heldout TEST.zarr --n-test 100000
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from ysoscale.train.loader import StoreLoader
 from ysoscale.train.simformer_trainer import guidance_forward_model, train_simformer
 from ysoscale.train.trainer import TrainingConfig, train
 from ysoscale.validate import coverage_error
+from ysoscale.validate.data import YOUNG_LOG10_AGE
 
 PARAMS = ("log10_mass", "log10_age", "mh", "log10_distance", "av", "rv")
 PATTERNS = {
@@ -67,7 +72,6 @@ PATTERNS = {
     "gaia+tmass+plx": (("gaia", "tmass"), True),
     "all+plx": (None, True),
 }
-YOUNG_LOG10_AGE = 7.0
 
 
 def simulate_store(path: Path, n: int, seed: int, chunk: int) -> None:
@@ -139,6 +143,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--joint-stars", type=int, default=200, help="stars of joint sampling")
     parser.add_argument("--simformer", help="score this trained simformer (no training)")
     parser.add_argument("--simformer-guided", help="and this one, as the guided simformer")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="score this simformer too, labelled NAME (repeatable)",
+    )
     parser.add_argument("--npe", help="set-transformer beside --simformer (default: shipped)")
     parser.add_argument("--out", help="work directory (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, well under a minute")
@@ -153,8 +164,12 @@ def main(argv: list[str] | None = None) -> None:
     store = Path(args.store) if args.store else work / "train.zarr"
     heldout = Path(args.heldout) if args.heldout else work / "heldout.zarr"
     chunk = max(500, args.n_train // 10)
-    if args.simformer_guided and not args.simformer:
-        parser.error("--simformer-guided needs --simformer")
+    if (args.simformer_guided or args.also) and not args.simformer:
+        parser.error("--simformer-guided and --also need --simformer")
+    for item in args.also:
+        name, _, path = item.partition("=")
+        if not name.isidentifier() or not path or name in ("npe", "simformer", "simformer_guided"):
+            parser.error(f"--also takes NAME=DIR with a new identifier NAME, got {item!r}")
     if not args.store and not store.exists() and not args.simformer:
         simulate_store(store, args.n_train, seed=5, chunk=chunk)
     if not args.heldout and not heldout.exists():
@@ -199,6 +214,9 @@ def main(argv: list[str] | None = None) -> None:
         entry["npe_sample_s"] = time.perf_counter() - t0
         samples = samples.numpy()[..., npe_params]
         entry["npe"] = _scores(samples, truth, young, PARAMS, None, None)
+        if plx:
+            entry["npe"]["distance_by_snr"] = distance_by_snr(samples, truth, parallax,
+                                                              parallax_error)  # fmt: skip
         for name, model in simformers.items():
             torch.manual_seed(0)
             t0 = time.perf_counter()
@@ -208,6 +226,9 @@ def main(argv: list[str] | None = None) -> None:
             picked = s[..., [sf_params.index(p) for p in PARAMS]]
             entry[name] = _scores(picked, truth, young, PARAMS,
                                   s[..., sf_params.index("has_disk")], disk_all[rows])  # fmt: skip
+            if plx:
+                entry[name]["distance_by_snr"] = distance_by_snr(picked, truth, parallax,
+                                                                 parallax_error)  # fmt: skip
             if pattern == "all+plx":
                 use = np.isfinite(mag) & ~disk_all[rows][:, None]
                 entry[name]["residual_observed"] = physics_residual(
@@ -238,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
             entry["npe"]["residual_observed"] = physics_residual(forward, samples, PARAMS, mag, use)
         results[pattern] = entry
     _print_tables(results, args, timings, ("npe", *simformers))
-    summary = _summary(results, timings, args, time.perf_counter() - started)
+    summary = _summary(results, timings, args, time.perf_counter() - started, ("npe", *simformers))
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
              for k, v in summary.items()}  # fmt: skip
     print(json.dumps(clean))
@@ -272,6 +293,9 @@ def _pretrained(args) -> tuple[PosteriorEstimator, dict[str, Simformer]]:
     simformers = {"simformer": Simformer.load(args.simformer).eval()}
     if args.simformer_guided:
         simformers["simformer_guided"] = Simformer.load(args.simformer_guided).eval()
+    for item in args.also:
+        name, _, path = item.partition("=")
+        simformers[name] = Simformer.load(path).eval()
     missing = [p for p in PARAMS if p not in npe.config.params]
     for model in simformers.values():
         missing += [p for p in (*PARAMS, "has_disk") if p not in model.config.params]
@@ -281,6 +305,27 @@ def _pretrained(args) -> tuple[PosteriorEstimator, dict[str, Simformer]]:
         model.config = dataclasses.replace(model.config, default_solver=args.solver,
                                            default_steps=args.steps)  # fmt: skip
     return npe, simformers
+
+
+SNR_BINS = {"<5": (-np.inf, 5.0), "5-20": (5.0, 20.0), "20-100": (20.0, 100.0),
+            ">100": (100.0, np.inf)}  # fmt: skip
+"""Parallax S/N bins of the distance coverage table."""
+
+
+def distance_by_snr(samples, truth, parallax, parallax_error) -> dict[str, tuple[int, float]]:
+    """``{bin: (stars, log10_distance coverage error)}`` per :data:`SNR_BINS` bin (NaN: empty)."""
+    d = PARAMS.index("log10_distance")
+    snr = np.asarray(parallax) / np.asarray(parallax_error)
+    out = {}
+    for label, (lo, hi) in SNR_BINS.items():
+        sel = (snr >= lo) & (snr < hi)
+        err = (
+            coverage_error(samples[sel][..., [d]], truth[sel][:, [d]]).max()
+            if sel.any()
+            else np.nan
+        )
+        out[label] = (int(sel.sum()), round(float(err), 4))
+    return out
 
 
 def _scores(samples, truth, young, params, disk_samples, disk_truth) -> dict:
@@ -328,6 +373,15 @@ def _print_tables(results: dict, args, timings: dict, models: tuple[str, ...]) -
         s = entry[model]
         print(f"{model}: ROC AUC of the largest infrared-excess score for a disk "
               f"({s['n_excess']} stars with a scored band): {s['auc_excess']:.3f}")  # fmt: skip
+    print("\nlog10_distance coverage error (max over 10 levels) by parallax S/N [stars]")
+    print("| pattern | model | " + " | ".join(f"S/N {b}" for b in SNR_BINS) + " |")
+    print("|" + "---|" * (len(SNR_BINS) + 2))
+    for pattern, entry in results.items():
+        for model in models:
+            bins = entry[model].get("distance_by_snr")
+            if bins:
+                cells = " | ".join(f"{e:.3f} [{n}]" for n, e in bins.values())
+                print(f"| {pattern} | {model} | {cells} |")
     print("\nguidance ablation (all bands + parallax): median |m_fwd(theta) - m|, mag")
     print("| model | vs observed (disk-free) | vs own predicted bands | max cov. err |")
     print("|---|---|---|---|")
@@ -338,7 +392,7 @@ def _print_tables(results: dict, args, timings: dict, models: tuple[str, ...]) -
               f"{s['max_coverage_error']:.3f} |")  # fmt: skip
 
 
-def _summary(results: dict, timings: dict, args, seconds: float) -> dict:
+def _summary(results: dict, timings: dict, args, seconds: float, models: tuple[str, ...]) -> dict:
     def ratio(a: float, b: float) -> float:
         return round(a / b, 4) if b and math.isfinite(a) and math.isfinite(b) else float("nan")
 
@@ -348,14 +402,14 @@ def _summary(results: dict, timings: dict, args, seconds: float) -> dict:
     if args.simformer:  # given models: nothing was trained here
         out |= {"n_train": None, "minutes_per_model": None, "simformer": args.simformer,
                 "npe": args.npe or "default", "attention": None}  # fmt: skip
-    entry = results["all+plx"]
-    models = [m for m in ("npe", "simformer", "simformer_guided") if m in entry]
     for pattern, entry in results.items():
         for model in models:
             s = entry[model]
             out[f"{pattern}/{model}/max_coverage_error"] = round(s["max_coverage_error"], 4)
             out[f"{pattern}/{model}/auc_p_young"] = round(s["auc_p_young"], 4)
             out[f"{pattern}/{model}/mad_log10_age"] = s["mad"]["log10_age"]
+            for label, (_, err) in s.get("distance_by_snr", {}).items():
+                out[f"{pattern}/{model}/distance_coverage_error_snr_{label}"] = err
         out[f"{pattern}/mad_log10_age_ratio_simformer_vs_npe"] = ratio(
             entry["simformer"]["mad"]["log10_age"], entry["npe"]["mad"]["log10_age"]
         )

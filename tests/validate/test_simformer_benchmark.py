@@ -36,21 +36,29 @@ def test_given_models_are_scored_on_every_pattern(
     bands = (*GAIA_TMASS, "wise_w1", "wise_w2", "wise_w3", "wise_w4")
     Simformer(SimformerConfig(bands=bands, width=16, depth=1, heads=2, ff=32,
                               attention="cached_context")).save(simformer)  # fmt: skip
+    native = tmp_path / "native"
+    Simformer(SimformerConfig(bands=bands, width=16, depth=1, heads=2, ff=32,
+                              distance_frame="native")).save(native)  # fmt: skip
     benchmark.main(["--simformer", str(simformer), "--npe", str(npe), "--heldout", str(store),
-                    "--n-test", "120", "--samples", "8", "--steps", "1",
-                    "--joint-stars", "10"])  # fmt: skip
+                    "--also", f"native={native}", "--n-test", "120", "--samples", "8",
+                    "--steps", "1", "--joint-stars", "10"])  # fmt: skip
     printed = capsys.readouterr().out
     result = json.loads(printed.strip().splitlines()[-1])
     assert 0 < result["n_test_stars"] <= 120
     assert result["n_train"] is None and result["simformer"] == str(simformer)
-    for pattern in benchmark.PATTERNS:
-        for model in ("npe", "simformer"):
+    for pattern, (_, plx) in benchmark.PATTERNS.items():
+        for model in ("npe", "simformer", "native"):
             assert 0.0 <= result[f"{pattern}/{model}/max_coverage_error"] <= 1.0
             assert math.isfinite(result[f"{pattern}/{model}/mad_log10_age"])
+            by_snr = [k for k in result if k.startswith(f"{pattern}/{model}/distance_coverage")]
+            assert len(by_snr) == (len(benchmark.SNR_BINS) if plx else 0)
         assert f"| {pattern} |" in printed
         assert f"{pattern}/simformer_guided/max_coverage_error" not in result
     assert math.isfinite(result["residual_observed/npe"])
     assert "residual_observed_ratio_guided_vs_unguided" not in result
     assert "models: npe" in printed and "training:" not in printed
+    assert "log10_distance coverage error" in printed and "| all+plx | native |" in printed
     with pytest.raises(SystemExit):
         benchmark.main(["--simformer-guided", str(simformer), "--heldout", str(store)])
+    with pytest.raises(SystemExit):
+        benchmark.main(["--simformer", str(simformer), "--also", "npe=" + str(native)])
