@@ -1088,8 +1088,8 @@ def config_from_card(card: Mapping[str, Any]) -> EstimatorConfig | SimformerConf
 
     Examples
     --------
-    >>> card = {"estimator": "simformer", "config": {}}  # a card older than ``attention``
-    >>> config_from_card(card) == SimformerConfig(attention="full")
+    >>> card = {"estimator": "simformer", "config": {}}  # older than both settings
+    >>> config_from_card(card) == SimformerConfig(attention="full", distance_frame="native")
     True
     """
     if card.get("estimator", "npe") == ESTIMATOR_NAME:
