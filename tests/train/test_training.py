@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,20 @@ def test_error_inflation_keeps_values_and_errors_consistent(store) -> None:
     pulls = noisy[inflated] / np.sqrt(new_err[inflated] ** 2 - err[inflated] ** 2)
     assert abs(pulls.std() - 1.0) < 5 / np.sqrt(2 * inflated.sum())
     assert np.all(noisy[~inflated] == 0)
+
+
+def test_error_inflation_leaves_infinite_errors_alone(store) -> None:
+    # an entry with an infinite error (no measurement) keeps its value, without a
+    # RuntimeWarning from inf - inf
+    loader = _loader(store, error_inflation=1.0, max_error_factor=10.0)
+    value = np.array([1.0, np.nan, 2.0], np.float32)
+    err = np.array([np.inf, np.inf, 0.1], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        noisy, new_err = loader._inflate(value, err, 10.0, np.random.default_rng(1),
+                                         per_star=False)  # fmt: skip
+    assert noisy[0] == 1.0 and np.isnan(noisy[1]) and np.isinf(new_err[:2]).all()
+    assert noisy[2] != 2.0 and new_err[2] > 0.1
 
 
 def test_error_inflation_reaches_the_batches(store) -> None:

@@ -264,9 +264,10 @@ class StoreLoader:
         if per_star and value.ndim == 2:
             factor = factor[:, None]
         new_err = (err * factor).astype(np.float32)
-        extra = np.sqrt(
-            np.maximum(new_err.astype(np.float64) ** 2 - err.astype(np.float64) ** 2, 0)
-        )
+        old64, new64 = err.astype(np.float64), new_err.astype(np.float64)
+        finite = np.isfinite(old64) & np.isfinite(new64)  # an infinite error: no extra noise
+        extra = np.zeros_like(old64)
+        extra[finite] = np.sqrt(np.maximum(new64[finite] ** 2 - old64[finite] ** 2, 0.0))
         noise = rng.standard_normal(value.shape) * extra
         return (value + noise).astype(np.float32), new_err
 
