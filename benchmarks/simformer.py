@@ -166,10 +166,13 @@ def main(argv: list[str] | None = None) -> None:
     chunk = max(500, args.n_train // 10)
     if (args.simformer_guided or args.also) and not args.simformer:
         parser.error("--simformer-guided and --also need --simformer")
+    also = {}
     for item in args.also:
         name, _, path = item.partition("=")
         if not name.isidentifier() or not path or name in ("npe", "simformer", "simformer_guided"):
             parser.error(f"--also takes NAME=DIR with a new identifier NAME, got {item!r}")
+        also[name] = path
+    args.also = also
     if not args.store and not store.exists() and not args.simformer:
         simulate_store(store, args.n_train, seed=5, chunk=chunk)
     if not args.heldout and not heldout.exists():
@@ -293,8 +296,7 @@ def _pretrained(args) -> tuple[PosteriorEstimator, dict[str, Simformer]]:
     simformers = {"simformer": Simformer.load(args.simformer).eval()}
     if args.simformer_guided:
         simformers["simformer_guided"] = Simformer.load(args.simformer_guided).eval()
-    for item in args.also:
-        name, _, path = item.partition("=")
+    for name, path in args.also.items():  # parsed in main
         simformers[name] = Simformer.load(path).eval()
     missing = [p for p in PARAMS if p not in npe.config.params]
     for model in simformers.values():

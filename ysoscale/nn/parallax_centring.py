@@ -33,6 +33,7 @@ touched.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -104,16 +105,36 @@ def parallax_frame(
     >>> centre[1].tolist(), width[1].tolist()
     ([0.0], [1.0])
     """
+
+    def logit_frame(index: int, x_plx: Tensor, s_x: Tensor) -> tuple[Tensor, Tensor]:
+        scale = hi[index] - lo[index]
+        p = (x_plx - lo[index]) / scale
+        return torch.logit(p), FRAME_INFLATION * s_x / (scale * p * (1.0 - p))
+
+    return _distance_frame(params, lo, hi, parallax, parallax_error, batch, logit_frame)
+
+
+def _distance_frame(
+    params: tuple[str, ...],
+    lo: Tensor,
+    hi: Tensor,
+    parallax: Tensor | None,
+    parallax_error: Tensor | None,
+    batch: int,
+    place: Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor]],
+) -> tuple[Tensor, Tensor]:
+    """The identity frame ``(batch, n_param)`` but in the distance column: there the
+    parallax distance and its width (:func:`parallax_distance`), put into the estimator's
+    coordinate by ``place(index, x_plx, s_x) -> (centre, width)``, blended with the native
+    frame (:func:`blend_with_native`). Shared by :func:`parallax_frame` and
+    :func:`token_frame`, which differ only in ``place``."""
     centre = lo.new_zeros(batch, lo.shape[0])
     width = lo.new_ones(batch, lo.shape[0])
     implied = parallax_distance(params, lo, hi, parallax, parallax_error)
     if implied is None:
         return centre, width
     index, x_plx, s_x, weight = implied
-    scale = hi[index] - lo[index]
-    p = (x_plx - lo[index]) / scale
-    s_u = FRAME_INFLATION * s_x / (scale * p * (1.0 - p))
-    centre[:, index], width[:, index] = blend_with_native(torch.logit(p), s_u, weight)
+    centre[:, index], width[:, index] = blend_with_native(*place(index, x_plx, s_x), weight)
     return centre, width
 
 
@@ -211,17 +232,11 @@ def token_frame(
     >>> round(float(centre[0, 0]), 3), round(float(width[0, 0]), 4)   # (2 - 2.5) / 0.5; s_x / 0.5
     (-1.0, 0.0087)
     """
-    centre = loc.new_zeros(batch, loc.shape[0])
-    width = loc.new_ones(batch, loc.shape[0])
-    implied = parallax_distance(params, lo, hi, parallax, parallax_error)
-    if implied is None:
-        return centre, width
-    index, x_plx, s_x, weight = implied
-    u_plx = (x_plx - loc[index]) / scale[index]
-    centre[:, index], width[:, index] = blend_with_native(
-        u_plx, inflation * s_x / scale[index], weight
-    )
-    return centre, width
+
+    def standardised_frame(index: int, x_plx: Tensor, s_x: Tensor) -> tuple[Tensor, Tensor]:
+        return (x_plx - loc[index]) / scale[index], inflation * s_x / scale[index]
+
+    return _distance_frame(params, lo, hi, parallax, parallax_error, batch, standardised_frame)
 
 
 class ParallaxCentring(Transform):

@@ -455,7 +455,6 @@ class Simformer(nn.Module):
         obs = self.observations(mag, mag_err, parallax, parallax_error)
         x1 = self.clean_targets(theta, mag_true, parallax_true)
         known = torch.isfinite(x1)
-        x1 = torch.where(known, x1, 0.0)
         condition, present = self.draw_masks(obs.observed, generator)
         condition &= known | obs.observed
         centre, width = self.frame(obs, condition)
