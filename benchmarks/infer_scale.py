@@ -19,6 +19,7 @@ one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -119,13 +120,22 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="LocalCUDACluster, models on CUDA")
     parser.add_argument("--workdir", help="where catalogs and outputs go (default: a temp dir)")
     args = parser.parse_args()
+    with contextlib.ExitStack() as cleanup:
+        if args.workdir:
+            workdir = Path(args.workdir)
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:  # removed at the end: pass --workdir to keep the catalogs and outputs
+            temporary = tempfile.TemporaryDirectory(prefix="infer_scale_")
+            workdir = Path(cleanup.enter_context(temporary))
+        _run(args, workdir)
 
+
+def _run(args: argparse.Namespace, workdir: Path) -> None:
+    """Build the catalogs under ``workdir``, time the runs, print the figures."""
     small, large = args.sizes or ((10_000, 50_000) if args.quick else (100_000, 1_000_000))
     samples = args.samples or (16 if args.quick else 64)
     partition_rows = args.partition_rows or (5_000 if args.quick else 25_000)
     choice = args.model or ("tiny" if args.quick else "default")
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="infer_scale_"))
-    workdir.mkdir(parents=True, exist_ok=True)
     model_dir = None if choice == "default" else str(
         tiny_model(workdir / "model") if choice == "tiny" else Path(choice).resolve()
     )  # fmt: skip

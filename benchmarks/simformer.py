@@ -43,6 +43,7 @@ those of them it knows):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -157,13 +158,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.n_train, args.n_test, args.minutes = 2000, 150, 0.08
         args.samples, args.steps, args.joint_stars, args.batch_size = 16, 2, 40, 256
-    torch.set_num_threads(1)
-    started = time.perf_counter()
-    work = Path(args.out or tempfile.mkdtemp(prefix="simformer_bench_"))
-    work.mkdir(parents=True, exist_ok=True)
-    store = Path(args.store) if args.store else work / "train.zarr"
-    heldout = Path(args.heldout) if args.heldout else work / "heldout.zarr"
-    chunk = max(500, args.n_train // 10)
     if (args.simformer_guided or args.also) and not args.simformer:
         parser.error("--simformer-guided and --also need --simformer")
     also = {}
@@ -173,6 +167,22 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--also takes NAME=DIR with a new identifier NAME, got {item!r}")
         also[name] = path
     args.also = also
+    torch.set_num_threads(1)
+    with contextlib.ExitStack() as cleanup:
+        if args.out:
+            work = Path(args.out)
+            work.mkdir(parents=True, exist_ok=True)
+        else:  # removed at the end: pass --out to keep the stores and trained models
+            work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="simformer_")))
+        _run(args, work)
+
+
+def _run(args: argparse.Namespace, work: Path) -> None:
+    """Score (training first unless ``--simformer``) with stores and models under ``work``."""
+    started = time.perf_counter()
+    store = Path(args.store) if args.store else work / "train.zarr"
+    heldout = Path(args.heldout) if args.heldout else work / "heldout.zarr"
+    chunk = max(500, args.n_train // 10)
     if not args.store and not store.exists() and not args.simformer:
         simulate_store(store, args.n_train, seed=5, chunk=chunk)
     if not args.heldout and not heldout.exists():
