@@ -19,7 +19,6 @@ one JSON object.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -120,13 +119,10 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="LocalCUDACluster, models on CUDA")
     parser.add_argument("--workdir", help="where catalogs and outputs go (default: a temp dir)")
     args = parser.parse_args()
-    with contextlib.ExitStack() as cleanup:
-        if args.workdir:
-            workdir = Path(args.workdir)
-            workdir.mkdir(parents=True, exist_ok=True)
-        else:  # removed at the end: pass --workdir to keep the catalogs and outputs
-            temporary = tempfile.TemporaryDirectory(prefix="infer_scale_")
-            workdir = Path(cleanup.enter_context(temporary))
+    # the temporary directory is removed at the end: pass --workdir to keep catalogs and outputs
+    with tempfile.TemporaryDirectory(prefix="infer_scale_") as temporary:
+        workdir = Path(args.workdir or temporary)
+        workdir.mkdir(parents=True, exist_ok=True)
         _run(args, workdir)
 
 

@@ -43,7 +43,6 @@ those of them it knows):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -168,12 +167,10 @@ def main(argv: list[str] | None = None) -> None:
         also[name] = path
     args.also = also
     torch.set_num_threads(1)
-    with contextlib.ExitStack() as cleanup:
-        if args.out:
-            work = Path(args.out)
-            work.mkdir(parents=True, exist_ok=True)
-        else:  # removed at the end: pass --out to keep the stores and trained models
-            work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="simformer_")))
+    # the temporary directory is removed at the end: pass --out to keep stores and models
+    with tempfile.TemporaryDirectory(prefix="simformer_") as temporary:
+        work = Path(args.out or temporary)
+        work.mkdir(parents=True, exist_ok=True)
         _run(args, work)
 
 
