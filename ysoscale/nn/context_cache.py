@@ -124,12 +124,14 @@ def encode_context(encoder: nn.TransformerEncoder, tokens: Tensor, padding: Tens
     return ContextCache(keys, values, padding)
 
 
-@torch.no_grad()
 def decode_latent(
     encoder: nn.TransformerEncoder, tokens: Tensor, padding: Tensor, cache: ContextCache
 ) -> Tensor:
     """The unobserved tokens of every sample through every layer, attending to themselves
     (within their sample) and to the cached conditioning tokens of their star.
+
+    Differentiable in ``tokens`` (the Jacobians of :mod:`ysoscale.nn.flow_density` need
+    that); samplers call it under ``torch.no_grad()``.
 
     Parameters
     ----------

@@ -43,6 +43,7 @@ from torch.distributions import Distribution, constraints
 from ysoscale.nn.batching import tokens_per_call
 from ysoscale.nn.config import EstimatorConfig
 from ysoscale.nn.context_cache import attention_mask, decode_latent, encode_context
+from ysoscale.nn.flow_density import solver_step
 from ysoscale.nn.model_files import load_weights, read_card, save_model
 from ysoscale.nn.npe import PosteriorEstimator
 from ysoscale.nn.parallax_centring import token_frame
@@ -126,6 +127,31 @@ class Observations:
 
         return Observations(self.values[index], self.observed[index], self.error[index],
                             part(self.parallax), part(self.parallax_error))  # fmt: skip
+
+
+@dataclass
+class LatentFlow:
+    """The flow of a chunk's unobserved tokens (:meth:`Simformer.cached_latent_flow`).
+
+    ``velocity(x, t)`` maps latent values ``(stars, samples, n_latent)`` at flow time ``t``
+    to their velocity (zero in padding slots); ``index`` ``(stars, samples, n_latent)``
+    holds each latent slot's variable index, ``padding`` marks slots that are not tokens
+    of the star, and ``template`` ``(stars, samples, n_var)`` the conditioning values.
+    """
+
+    velocity: Any
+    index: Tensor
+    padding: Tensor
+    template: Tensor
+
+    def take(self, values: Tensor) -> Tensor:
+        """Latent slots ``(stars, samples, n_latent)`` of full-variable values ``(..., n_var)``."""
+        return values.gather(-1, self.index)
+
+    def fill(self, x: Tensor) -> Tensor:
+        """Full-variable values: ``template`` with the latent slots set to ``x``."""
+        x = torch.where(self.padding, self.template.gather(2, self.index), x)
+        return self.template.scatter(2, self.index, x)
 
 
 class Simformer(nn.Module):
@@ -536,19 +562,7 @@ class Simformer(nn.Module):
         """Integrate ``dx/dt = velocity(x, t)`` from t = 0 to 1 with a fixed-step solver."""
         dt = 1.0 / steps
         for i in range(steps):
-            t = i * dt
-            if solver == "euler":
-                x = x + dt * velocity(x, t)
-            elif solver == "heun":
-                k1 = velocity(x, t)
-                k2 = velocity(x + dt * k1, t + dt)
-                x = x + 0.5 * dt * (k1 + k2)
-            else:  # rk4
-                k1 = velocity(x, t)
-                k2 = velocity(x + 0.5 * dt * k1, t + 0.5 * dt)
-                k3 = velocity(x + 0.5 * dt * k2, t + 0.5 * dt)
-                k4 = velocity(x + dt * k3, t + dt)
-                x = x + dt / 6.0 * (k1 + 2 * k2 + 2 * k3 + k4)
+            x = solver_step(x, velocity, solver, i * dt, dt)
         return x
 
     def _solve(
@@ -584,7 +598,22 @@ class Simformer(nn.Module):
         ``present`` are ``(stars, n_var)`` in variable order, ``noise`` ``(stars, samples,
         n_var)``; returns ``(stars, samples, n_var)`` (conditioning tokens: ``start``). A
         token's index is its variable index."""
-        stars, samples, _ = noise.shape
+        latent = self.cached_latent_flow(start, condition, error, present, noise.shape[1])
+        if latent.index.shape[-1] == 0:
+            return latent.fill(noise.new_zeros(*noise.shape[:2], 0))
+        x = self._integrate(latent.take(noise), latent.velocity, solver, steps)
+        return latent.fill(x)
+
+    def cached_latent_flow(
+        self, start: Tensor, condition: Tensor, error: Tensor, present: Tensor, samples: int
+    ) -> LatentFlow:
+        """The velocity field of the unobserved tokens of a chunk of stars, their
+        conditioning tokens encoded once (``attention = "cached_context"``).
+
+        ``start``, ``condition``, ``error``, ``present`` are ``(stars, n_var)`` in variable
+        order; the flow acts on ``(stars, samples, n_latent)`` (:class:`LatentFlow`).
+        """
+        stars = start.shape[0]
 
         def take(values: Tensor, index: Tensor) -> Tensor:
             return values.gather(-1, index.expand(*values.shape[:-1], -1))
@@ -592,16 +621,14 @@ class Simformer(nn.Module):
         context, context_padding = _pack(condition)
         latent, latent_padding = _pack(present & ~condition)
         n_latent = latent.shape[1]
-        out = start[:, None].expand(-1, samples, -1).clone()
-        if n_latent == 0:
-            return out
+        template = start[:, None].expand(-1, samples, -1).clone()
         tokens = self._embed(take(start, context), None, ~context_padding,
                              take(error, context), context)  # fmt: skip
         cache = encode_context(self.transformer, tokens, context_padding)
-        no = torch.zeros(stars, samples, n_latent, dtype=torch.bool, device=noise.device)
+        no = torch.zeros(stars, samples, n_latent, dtype=torch.bool, device=start.device)
         latent_variable = latent[:, None].expand(-1, samples, -1)
-        zero_error = noise.new_zeros(stars, samples, n_latent)
-        keep = (~latent_padding).to(noise.dtype)[:, None]
+        zero_error = start.new_zeros(stars, samples, n_latent)
+        keep = (~latent_padding).to(start.dtype)[:, None]
 
         def v(x: Tensor, t: float) -> Tensor:
             times = x.new_full((stars, samples), t)
@@ -609,11 +636,8 @@ class Simformer(nn.Module):
             out = decode_latent(self.transformer, tokens, latent_padding, cache)
             return self.head(out).squeeze(-1) * keep
 
-        x = self._integrate(take(noise, latent[:, None]), v, solver, steps)
-        index = latent[:, None].expand(-1, samples, -1)
-        # padding slots point at other tokens: write those back unchanged
-        x = torch.where(latent_padding[:, None], out.gather(2, index), x)
-        return out.scatter(2, index, x)
+        return LatentFlow(v, latent[:, None].expand(-1, samples, -1),
+                          latent_padding[:, None].expand(-1, samples, -1), template)  # fmt: skip
 
     def _transport(
         self,

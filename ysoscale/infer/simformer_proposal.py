@@ -1,0 +1,159 @@
+"""A simformer as the proposal of importance sampling (flow-matching NIS, Dax et al. 2023).
+
+:func:`~ysoscale.infer.importance.importance_sample` needs of its proposal samples of the
+physical parameters and their log-density. A :class:`~ysoscale.nn.simformer.Simformer`
+gives both through :mod:`ysoscale.nn.simformer_density` (the exact density of its
+fixed-step ODE samples). Two things differ from the set-transformer estimator:
+
+* its parameters may include ``has_disk``, which is not a forward-model input. The proposal
+  conditions on it (default ``has_disk = 0``: the photospheric interpretation) and drops
+  the column; the importance weights still marginalise the likelihood over the prior's
+  disks (:class:`~ysoscale.infer.importance.DiskMarginal`), so the weighted posterior is the
+  exact one, and only a star whose data need a disk pays in efficiency;
+* its samples are not clipped onto the parameter box (a sample outside has prior density
+  zero and gets weight zero).
+
+Examples
+--------
+>>> from ysoscale.nn.simformer import Simformer
+>>> from ysoscale.nn.simformer_config import SimformerConfig
+>>> config = SimformerConfig(bands=("gaia_g", "gaia_bp", "gaia_rp"), width=16, heads=2,
+...                          depth=1, ff=32)
+>>> proposal = SimformerProposal(Simformer(config), steps=2)
+>>> proposal.config.params
+('log10_mass', 'log10_age', 'mh', 'log10_distance', 'av', 'rv')
+>>> mag = torch.tensor([[12.0, 12.4, 11.5]])
+>>> theta, log_q = proposal.sample(mag, torch.full_like(mag, 0.01), n_samples=4)
+>>> theta.shape, log_q.shape
+(torch.Size([1, 4, 6]), torch.Size([1, 4]))
+>>> density = proposal(mag, torch.full_like(mag, 0.01))
+>>> bool(torch.allclose(density.log_prob(theta.transpose(0, 1)).T, log_q, atol=1e-3))
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ysoscale.nn.simformer import Simformer
+from ysoscale.nn.simformer_density import sample_with_log_prob, simformer_log_prob
+
+DEFAULT_CONDITION = {"has_disk": 0.0}
+"""Parameters the proposal is conditioned on, where the model has them."""
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """What the importance sampler reads of an estimator's configuration."""
+
+    params: tuple[str, ...]
+    bands: tuple[str, ...]
+
+
+class SimformerProposal:
+    """Samples and exact log-densities of a simformer, over the physical parameters.
+
+    Parameters
+    ----------
+    model : Simformer
+        With ``attention = "cached_context"``.
+    condition : dict, optional
+        ``{parameter: value}`` held fixed and dropped from the samples (default
+        :data:`DEFAULT_CONDITION` for those of the model's parameters it names).
+    solver, steps : optional
+        ODE solver and steps (default: the model's). Fewer steps cost less and give a
+        broader proposal; the weighted posterior stays exact either way.
+    noise_scale : float
+        Start the flow from ``N(0, noise_scale² I)``: above 1 a wider proposal with
+        heavier tails (:func:`~ysoscale.nn.simformer_density.sample_with_log_prob`).
+    max_tokens : int, optional
+        Latent tokens per network call
+        (:func:`~ysoscale.nn.simformer_density.sample_with_log_prob`).
+    """
+
+    def __init__(
+        self,
+        model: Simformer,
+        *,
+        condition: Mapping[str, float] | None = None,
+        solver: str | None = None,
+        steps: int | None = None,
+        noise_scale: float = 1.0,
+        max_tokens: int | None = None,
+    ) -> None:
+        params = model.config.params
+        if condition is None:
+            condition = {k: v for k, v in DEFAULT_CONDITION.items() if k in params}
+        unknown = [name for name in condition if name not in params]
+        if unknown:
+            raise ValueError(f"cannot condition on {unknown}: the model's parameters are {params}")
+        self.model = model
+        self.condition = dict(condition)
+        self.keep = [i for i, p in enumerate(params) if p not in self.condition]
+        self.config = ProposalConfig(tuple(params[i] for i in self.keep), model.config.bands)
+        self.options: dict[str, Any] = {"solver": solver, "steps": steps,
+                                        "noise_scale": noise_scale,
+                                        "max_tokens": max_tokens}  # fmt: skip
+
+    def parameters(self) -> Iterator[Tensor]:
+        return self.model.parameters()
+
+    def buffers(self) -> Iterator[Tensor]:
+        return self.model.buffers()
+
+    def sample(
+        self,
+        mag: Tensor,
+        mag_err: Tensor,
+        parallax: Tensor | None = None,
+        parallax_error: Tensor | None = None,
+        n_samples: int = 64,
+        batch_size: int = 4096,
+    ) -> tuple[Tensor, Tensor]:
+        """Samples ``(n, n_samples, n_param)`` and their log-density ``(n, n_samples)``."""
+        del batch_size  # the density call chunks by its own token budget
+        theta, log_q = sample_with_log_prob(self.model, mag, mag_err, parallax, parallax_error,
+                                            n_samples, condition=self.condition,
+                                            **self.options)  # fmt: skip
+        return theta[..., self.keep], log_q
+
+    def __call__(
+        self,
+        mag: Tensor,
+        mag_err: Tensor,
+        parallax: Tensor | None = None,
+        parallax_error: Tensor | None = None,
+    ) -> ProposalDensity:
+        """The proposal of these stars, with a ``log_prob`` like a flow's."""
+        return ProposalDensity(self, (mag, mag_err, parallax, parallax_error))
+
+
+@dataclass
+class ProposalDensity:
+    """The density of a :class:`SimformerProposal` for a batch of ``n`` stars."""
+
+    proposal: SimformerProposal
+    arrays: tuple[Any, ...]
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """Log-density ``(S, n)`` of ``value (S, n, n_param)`` (the proposal's parameters);
+        NaN where the solver's steps cannot be inverted."""
+        proposal = self.proposal
+        model = proposal.model
+        value = torch.as_tensor(value, dtype=torch.float32, device=model.loc.device)
+        size, n, _ = value.shape
+        theta = value.new_zeros(n, size, model.n_param)
+        theta[..., proposal.keep] = value.transpose(0, 1)
+        for name, fixed in proposal.condition.items():
+            theta[..., model.config.params.index(name)] = fixed
+        log_q = simformer_log_prob(model, theta, *self.arrays, condition=proposal.condition,
+                                   **proposal.options)  # fmt: skip
+        return log_q.transpose(0, 1)
+
+
+__all__ = ["DEFAULT_CONDITION", "ProposalConfig", "ProposalDensity", "SimformerProposal"]
