@@ -797,7 +797,8 @@ class Simformer(nn.Module):
         parallax: Tensor | None = None,
         parallax_error: Tensor | None = None,
     ) -> SimformerPosterior:
-        """Posterior of every star (sampling only: a flow-matching model has no cheap density).
+        """Posterior of every star (samples; exact densities cost Newton inversions, see
+        :mod:`ysoscale.nn.simformer_density`).
 
         Raises
         ------
@@ -828,7 +829,8 @@ class Simformer(nn.Module):
         -------
         samples : Tensor, shape (batch, n_samples, n_param)
         log_prob : Tensor, shape (batch, n_samples)
-            NaN: the density of a flow-matching sample is not computed.
+            NaN: not computed here (it costs Jacobians of every solver step;
+            :func:`ysoscale.nn.simformer_density.sample_with_log_prob` gives it).
         """
         device = self.loc.device
         mag = _as_tensor(mag, device)
@@ -1066,8 +1068,8 @@ class SimformerPosterior(Distribution):
     """The posterior of a batch of stars under a :class:`Simformer` (sampling only).
 
     Batch shape ``(batch,)``, event shape ``(n_param,)``. :meth:`sample` integrates the
-    flow; :meth:`log_prob` is not available (a flow-matching density needs the divergence
-    integral, which this estimator does not compute).
+    flow; :meth:`log_prob` inverts the solver's steps for the exact density of its samples
+    (:mod:`ysoscale.nn.simformer_density`).
     """
 
     arg_constraints: dict = {}
@@ -1099,10 +1101,18 @@ class SimformerPosterior(Distribution):
         return self.model.sample_from_noise(*self.arrays, noise)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        raise NotImplementedError(
-            "a simformer gives samples, not densities; use an NPE model for log_prob "
-            "(importance sampling)"
-        )
+        """Exact log-density ``(*sample_shape, batch)`` of ``value (*sample_shape, batch,
+        n_param)`` under the model's solver and steps, by inverting its steps
+        (:func:`~ysoscale.nn.simformer_density.simformer_log_prob`; cached-context models
+        only). It is the density of the *unclipped* solver samples; NaN where a step cannot
+        be inverted (e.g. where the joint ``has_disk`` flow folds)."""
+        from ysoscale.nn.simformer_density import simformer_log_prob
+
+        value = torch.as_tensor(value, dtype=torch.float32, device=self.model.loc.device)
+        shape = value.shape[:-2]
+        flat = value.reshape(-1, *value.shape[-2:]).transpose(0, 1)  # (batch, S, n_param)
+        log_q = simformer_log_prob(self.model, flat, *self.arrays)
+        return log_q.transpose(0, 1).reshape(*shape, log_q.shape[0])
 
 
 def config_from_card(card: Mapping[str, Any]) -> EstimatorConfig | SimformerConfig:
