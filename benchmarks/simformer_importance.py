@@ -11,8 +11,9 @@ bands + parallax), on the first ``--n`` held-out stars with the pattern, this pr
 * the worst |coverage − nominal| at 10 levels per parameter of the **weighted posterior**,
   from weighted ranks that include the truth's own weight
   (:func:`ysoscale.validate.importance_coverage`, exact for any number of proposals);
-* the same for the proposal's unweighted samples (the simformer conditioned on
-  ``has_disk = 0``, not clipped) and for ``--samples`` draws resampled from the weights;
+* the same for the proposal's unweighted samples (the simformer conditioned on each
+  star's favoured disk state, not clipped) and for ``--samples`` draws resampled from the
+  weights;
 * MAD of the resampled draws' median, median ESS, the share of stars flagged out of
   distribution, stars/s (all in this process, on ``--device``).
 
@@ -21,7 +22,8 @@ The last line is one JSON object with every figure.
     python benchmarks/simformer_importance.py --heldout heldout_independent.zarr
         [--simformer training/simformer_cpu] [--n 1000] [--proposals 128] [--samples 32]
         [--steps 4] [--patterns gaia,gaia+plx,gaia+tmass+plx,all+plx]
-        [--detection with|without] [--variability with|without] [--device cpu]
+        [--detection with|without] [--variability with|without] [--disk-draws 32]
+        [--device cpu]
 
 ``heldout_independent.zarr``: ``ysoscale simulate --config
 benchmarks/heldout_independent.toml --workers 2 --out heldout_independent.zarr``.
@@ -38,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ysoscale.infer.importance import importance_sample, log_importance_weight
+from ysoscale.infer.importance import DiskMarginal, importance_sample, log_importance_weight
 from ysoscale.infer.prior_density import load_default_prior_density
 from ysoscale.infer.selection import DetectionSelection, survey_footprints
 from ysoscale.infer.simformer_proposal import SimformerProposal
@@ -82,7 +84,7 @@ def score_pattern(proposal, forward, prior, data, pattern: str, args) -> dict:
     used = tuple(s for s in ("gaia", "tmass", "wise", "ps1", "sdss", "galex", "skymapper")
                  if set(SURVEY_MODELS[s].bands) & set(bands)
                  and (surveys is None or s in surveys))  # fmt: skip
-    likelihood: dict = {"error_floor": 0.0}
+    likelihood: dict = {"error_floor": 0.0, "disk": DiskMarginal(n_draws=args.disk_draws)}
     if args.detection == "with":
         selection = DetectionSelection.from_surveys(bands, used)
         footprint = survey_footprints(data["l_deg"][rows][: args.n],
@@ -134,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patterns", default=",".join(PATTERNS))
     parser.add_argument("--detection", default="with", choices=("with", "without"))
     parser.add_argument("--variability", default="without", choices=("with", "without"))
+    parser.add_argument("--disk-draws", type=int, default=32,
+                        help="Monte Carlo disks per young sample in the likelihood")  # fmt: skip
     parser.add_argument("--batch", type=int, default=64, help="stars per importance batch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -157,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"simformer {args.simformer}: {model.config.default_solver} solver, "
           f"{args.steps or model.config.default_steps} steps, noise scale {args.noise_scale}; "
           f"{args.proposals} proposals, "
-          f"{args.samples} resampled draws per star; detection pattern {args.detection}, "
+          f"{args.samples} resampled draws per star; {args.disk_draws} disks per young sample; "
+          f"proposal disk state: each star's favoured one; detection pattern {args.detection}, "
           f"variability {args.variability}; device {args.device} "
           f"({torch.get_num_threads()} threads)")  # fmt: skip
     results = []
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {r['pattern']} | " + " | ".join(f"{v:.3f}" for v in r["mad"]) + " |")
     summary = {"simformer": args.simformer, "steps": args.steps or model.config.default_steps,
                "proposals": args.proposals, "noise_scale": args.noise_scale,
-               "detection": args.detection,
+               "disk_draws": args.disk_draws, "detection": args.detection,
                "variability": args.variability, "params": list(PARAMS),
                "results": results}  # fmt: skip
     print(json.dumps(summary))

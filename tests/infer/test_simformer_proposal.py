@@ -22,11 +22,20 @@ def proposal():
     return SimformerProposal(Simformer(config), steps=3, noise_scale=1.2)
 
 
-def test_drops_and_conditions_on_has_disk(proposal):
+def test_drops_has_disk_and_picks_each_stars_disk_state(proposal):
     assert proposal.config.params == PARAMS[:6]
-    assert proposal.condition == {"has_disk": 0.0}
-    with pytest.raises(ValueError, match="teff"):
-        SimformerProposal(proposal.model, condition={"teff": 5000.0})
+    _, mag = simulate(5, seed=3)
+    err = torch.full_like(mag, 0.1)
+    state = proposal.condition(mag, err, None, None)["has_disk"]
+    assert state.shape == (5,) and set(state.tolist()) <= {0.0, 1.0}
+    # a function of each star's data alone: the same in any batch
+    alone = torch.cat([proposal.condition(mag[i : i + 1], err[i : i + 1], None, None)["has_disk"]
+                       for i in range(5)])  # fmt: skip
+    assert torch.equal(alone, state)
+    fixed = SimformerProposal(proposal.model, disk=0.0)
+    assert fixed.condition(mag, err, None, None) == {"has_disk": 0.0}
+    with pytest.raises(ValueError, match="auto"):
+        SimformerProposal(proposal.model, disk="maybe")
 
 
 def test_truth_weights_are_the_proposal_weights(proposal):

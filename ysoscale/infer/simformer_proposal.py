@@ -6,10 +6,16 @@ gives both through :mod:`ysoscale.nn.simformer_density` (the exact density of it
 fixed-step ODE samples). Two things differ from the set-transformer estimator:
 
 * its parameters may include ``has_disk``, which is not a forward-model input. The proposal
-  conditions on it (default ``has_disk = 0``: the photospheric interpretation) and drops
-  the column; the importance weights still marginalise the likelihood over the prior's
-  disks (:class:`~ysoscale.infer.importance.DiskMarginal`), so the weighted posterior is the
-  exact one, and only a star whose data need a disk pays in efficiency;
+  conditions on it and drops the column. By default (``disk="auto"``) each star gets the
+  disk state its own data favour: ``has_disk = 1`` where more than half of
+  :data:`DISK_STATE_SAMPLES` joint samples of the model have ``has_disk > 0.5``, else 0.
+  Those joint samples start from the same fixed noise for every star, so the state is a
+  function of the star's data alone and the proposal a proper density ``q(θ | x)``. The
+  importance weights marginalise the likelihood over the prior's disks
+  (:class:`~ysoscale.infer.importance.DiskMarginal`) either way, so the weighted posterior
+  is the exact one; the state only decides where the proposal looks. (With ``has_disk = 0``
+  for every star, the stars with a true disk were the worst calibrated: on 1,000 held-out
+  stars with all bands, worst coverage error 0.11-0.19 among them.);
 * its samples are not clipped onto the parameter box (a sample outside has prior density
   zero and gets weight zero).
 
@@ -33,7 +39,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +49,10 @@ from torch import Tensor
 from ysoscale.nn.simformer import Simformer
 from ysoscale.nn.simformer_density import sample_with_log_prob, simformer_log_prob
 
-DEFAULT_CONDITION = {"has_disk": 0.0}
-"""Parameters the proposal is conditioned on, where the model has them."""
+DISK_STATE_SAMPLES = 32
+"""Joint samples per star behind the ``disk="auto"`` choice of the proposal's disk state."""
+DISK_STATE_SEED = 0
+"""Seed of the fixed noise those samples start from (the same for every star)."""
 
 
 @dataclass(frozen=True)
@@ -62,9 +70,9 @@ class SimformerProposal:
     ----------
     model : Simformer
         With ``attention = "cached_context"``.
-    condition : dict, optional
-        ``{parameter: value}`` held fixed and dropped from the samples (default
-        :data:`DEFAULT_CONDITION` for those of the model's parameters it names).
+    disk : "auto" or float
+        The ``has_disk`` value the proposal is conditioned on, where the model has that
+        parameter: ``"auto"`` (each star's favoured state, above) or a fixed value.
     solver, steps : optional
         ODE solver and steps (default: the model's). Fewer steps cost less and give a
         broader proposal; the weighted posterior stays exact either way.
@@ -80,25 +88,40 @@ class SimformerProposal:
         self,
         model: Simformer,
         *,
-        condition: Mapping[str, float] | None = None,
+        disk: str | float = "auto",
         solver: str | None = None,
         steps: int | None = None,
         noise_scale: float = 1.0,
         max_tokens: int | None = None,
     ) -> None:
+        if isinstance(disk, str) and disk != "auto":
+            raise ValueError(f'disk must be "auto" or a has_disk value, got {disk!r}')
         params = model.config.params
-        if condition is None:
-            condition = {k: v for k, v in DEFAULT_CONDITION.items() if k in params}
-        unknown = [name for name in condition if name not in params]
-        if unknown:
-            raise ValueError(f"cannot condition on {unknown}: the model's parameters are {params}")
         self.model = model
-        self.condition = dict(condition)
-        self.keep = [i for i, p in enumerate(params) if p not in self.condition]
+        self.disk = disk if "has_disk" in params else None
+        self.keep = [i for i, p in enumerate(params) if p != "has_disk"]
         self.config = ProposalConfig(tuple(params[i] for i in self.keep), model.config.bands)
         self.options: dict[str, Any] = {"solver": solver, "steps": steps,
                                         "noise_scale": noise_scale,
                                         "max_tokens": max_tokens}  # fmt: skip
+
+    def condition(self, *arrays: Any) -> dict[str, Any]:
+        """The ``has_disk`` condition of these stars (``(n,)`` values with ``disk="auto"``);
+        empty for a model without that parameter."""
+        if self.disk is None:
+            return {}
+        if self.disk != "auto":
+            return {"has_disk": float(self.disk)}
+        model = self.model
+        mag = torch.as_tensor(arrays[0])
+        generator = torch.Generator().manual_seed(DISK_STATE_SEED)
+        noise = torch.randn(DISK_STATE_SAMPLES, model.n_param, generator=generator)
+        noise = noise.to(model.loc.device).expand(mag.shape[0], -1, -1)
+        steps = self.options["steps"]
+        joint = model.sample_from_noise(*arrays, noise, solver=self.options["solver"],
+                                        steps=steps)  # fmt: skip
+        has_disk = joint[..., model.config.params.index("has_disk")] > 0.5
+        return {"has_disk": (has_disk.float().mean(dim=1) > 0.5).float()}
 
     def parameters(self) -> Iterator[Tensor]:
         return self.model.parameters()
@@ -117,8 +140,9 @@ class SimformerProposal:
     ) -> tuple[Tensor, Tensor]:
         """Samples ``(n, n_samples, n_param)`` and their log-density ``(n, n_samples)``."""
         del batch_size  # the density call chunks by its own token budget
-        theta, log_q = sample_with_log_prob(self.model, mag, mag_err, parallax, parallax_error,
-                                            n_samples, condition=self.condition,
+        arrays = (mag, mag_err, parallax, parallax_error)
+        theta, log_q = sample_with_log_prob(self.model, *arrays, n_samples,
+                                            condition=self.condition(*arrays),
                                             **self.options)  # fmt: skip
         return theta[..., self.keep], log_q
 
@@ -149,11 +173,16 @@ class ProposalDensity:
         size, n, _ = value.shape
         theta = value.new_zeros(n, size, model.n_param)
         theta[..., proposal.keep] = value.transpose(0, 1)
-        for name, fixed in proposal.condition.items():
-            theta[..., model.config.params.index(name)] = fixed
-        log_q = simformer_log_prob(model, theta, *self.arrays, condition=proposal.condition,
+        log_q = simformer_log_prob(model, theta, *self.arrays,
+                                   condition=proposal.condition(*self.arrays),
                                    **proposal.options)  # fmt: skip
         return log_q.transpose(0, 1)
 
 
-__all__ = ["DEFAULT_CONDITION", "ProposalConfig", "ProposalDensity", "SimformerProposal"]
+__all__ = [
+    "DISK_STATE_SAMPLES",
+    "DISK_STATE_SEED",
+    "ProposalConfig",
+    "ProposalDensity",
+    "SimformerProposal",
+]
