@@ -23,7 +23,7 @@ The last line is one JSON object with every figure.
         [--simformer training/simformer_cpu] [--n 1000] [--proposals 128] [--samples 32]
         [--steps 4] [--patterns gaia,gaia+plx,gaia+tmass+plx,all+plx]
         [--detection with|without] [--variability with|without] [--disk-draws 32]
-        [--device cpu]
+        [--device cpu] [--quick]
 
 ``heldout_independent.zarr``: ``ysoscale simulate --config
 benchmarks/heldout_independent.toml --workers 2 --out heldout_independent.zarr``.
@@ -141,7 +141,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64, help="stars per importance batch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="100 stars, 64 proposals")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.proposals = min(args.n, 100), min(args.proposals, 64)
     patterns = args.patterns.split(",")
     unknown = [p for p in patterns if p not in PATTERNS]
     if unknown:

@@ -1,0 +1,52 @@
+"""``benchmarks/simformer_importance.py`` on a tiny simulated store with an untrained
+simformer, in-process: every pattern gets every figure (the wiring, not the accuracy, is
+under test). Most of the time goes to simulating the store: marked slow."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tests.validate import load_benchmark
+from ysoscale.nn.simformer import Simformer
+from ysoscale.nn.simformer_config import SimformerConfig
+from ysoscale.simulate.config import SimulationConfig
+from ysoscale.simulate.run import simulate
+
+BANDS = ("gaia_g", "gaia_bp", "gaia_rp", "tmass_j", "tmass_h", "tmass_ks", "wise_w1", "wise_w2",
+         "wise_w3", "wise_w4")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_every_pattern_is_importance_sampled_and_scored(
+    tmp_path, monkeypatch, capsys, photometry_grid, isochrone_grid
+) -> None:
+    benchmark = load_benchmark("simformer_importance", monkeypatch)
+    store = tmp_path / "heldout.zarr"
+    simulate(SimulationConfig(n=300, seed=7, chunk_size=150, require_detection=True), store,
+             workers=0, progress=False)  # fmt: skip
+    model = tmp_path / "simformer"
+    Simformer(SimformerConfig(bands=BANDS, width=16, depth=1, heads=2, ff=32)).save(model)
+    benchmark.main(["--heldout", str(store), "--simformer", str(model), "--n", "12",
+                    "--proposals", "8", "--samples", "4", "--steps", "2",
+                    "--disk-draws", "2"])  # fmt: skip
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert [r["pattern"] for r in summary["results"]] == list(benchmark.PATTERNS)
+    for result in summary["results"]:
+        assert 0 < result["stars"] <= 12
+        for key in ("weighted", "proposal", "mad"):
+            assert len(result[key]) == 6
+            assert all(math.isfinite(v) for v in result[key]), (result["pattern"], key)
+        assert all(0.0 <= v <= 1.0 for v in result["weighted"] + result["proposal"])
+    assert "| all+plx |" in out
+
+
+def test_bad_arguments_stop_before_any_work(tmp_path, monkeypatch) -> None:
+    benchmark = load_benchmark("simformer_importance", monkeypatch)
+    with pytest.raises(SystemExit):
+        benchmark.main(["--heldout", str(tmp_path / "none.zarr"), "--patterns", "gaia,ps1"])
+    with pytest.raises(SystemExit):
+        benchmark.main(["--heldout", str(tmp_path / "none.zarr"), "--proposals", "1"])
