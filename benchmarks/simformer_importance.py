@@ -22,7 +22,7 @@ The last line is one JSON object with every figure.
     python benchmarks/simformer_importance.py --heldout heldout_independent.zarr
         [--simformer training/simformer_cpu] [--n 1000] [--proposals 128] [--samples 32]
         [--steps 4] [--patterns gaia,gaia+plx,gaia+tmass+plx,all+plx]
-        [--detection with|without] [--variability with|without] [--disk-draws 32]
+        [--detection with|without] [--variability with|without] [--disk-draws 128]
         [--device cpu] [--quick]
 
 ``heldout_independent.zarr``: ``ysoscale simulate --config
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patterns", default=",".join(PATTERNS))
     parser.add_argument("--detection", default="with", choices=("with", "without"))
     parser.add_argument("--variability", default="without", choices=("with", "without"))
-    parser.add_argument("--disk-draws", type=int, default=32,
+    parser.add_argument("--disk-draws", type=int, default=128,
                         help="Monte Carlo disks per young sample in the likelihood")  # fmt: skip
     parser.add_argument("--batch", type=int, default=64, help="stars per importance batch")
     parser.add_argument("--seed", type=int, default=0)
