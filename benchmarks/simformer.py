@@ -87,7 +87,8 @@ def held_out(store: Path, bands: tuple[str, ...], params: tuple[str, ...], n: in
                          survey_dropout=0.0, redraw_noise=False, with_truth=True)  # fmt: skip
     batch = next(loader.epoch(0))
     return {name: getattr(batch, name)[:n] for name in ("theta", "mag", "mag_err", "parallax",
-                                                         "parallax_error", "mag_true")}  # fmt: skip
+                                                         "parallax_error", "mag_true", "l_deg",
+                                                         "b_deg")}  # fmt: skip
 
 
 def restrict(data: dict, bands: tuple[str, ...], surveys: tuple[str, ...] | None, plx: bool):

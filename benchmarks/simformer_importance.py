@@ -48,23 +48,13 @@ from ysoscale.infer.variability import VariabilityEvidence
 from ysoscale.nn.simformer import Simformer
 from ysoscale.physics.forward import ForwardModel
 from ysoscale.simulate.surveys import SURVEY_MODELS
-from ysoscale.train.loader import StoreLoader
 from ysoscale.validate import LEVELS, coverage_error, importance_coverage
 
 sys.path.insert(0, str(Path(__file__).parent))
-from simformer import PATTERNS, restrict  # noqa: E402  (the patterns of benchmarks/simformer.py)
+from simformer import PATTERNS, held_out, restrict  # noqa: E402  (the patterns of benchmarks/simformer.py)
 
 PARAMS = ("log10_mass", "log10_age", "mh", "log10_distance", "av", "rv")
 DEFAULT_MODEL = Path(__file__).parents[1] / "training" / "simformer_cpu"
-
-
-def load_heldout(store: str, bands: tuple[str, ...], n: int) -> dict[str, np.ndarray]:
-    """The first ``n`` stars of ``store`` as stored (no dropout), with positions."""
-    loader = StoreLoader(store, PARAMS, bands, split="all", batch_size=n, band_dropout=0.0,
-                         survey_dropout=0.0, redraw_noise=False, with_truth=True)  # fmt: skip
-    batch = next(loader.epoch(0))
-    return {f: getattr(batch, f)[:n] for f in ("theta", "mag", "mag_err", "parallax",
-                                                "parallax_error", "l_deg", "b_deg")}  # fmt: skip
 
 
 def weighted_mad(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -81,7 +71,7 @@ def score_pattern(proposal, forward, prior, data, pattern: str, args) -> dict:
     mag, err, parallax, parallax_error = (a[: args.n] for a in (mag, err, parallax,
                                                                  parallax_error))  # fmt: skip
     truth = data["theta"][rows][: args.n]
-    used = tuple(s for s in ("gaia", "tmass", "wise", "ps1", "sdss", "galex", "skymapper")
+    used = tuple(s for s in SURVEY_MODELS
                  if set(SURVEY_MODELS[s].bands) & set(bands)
                  and (surveys is None or s in surveys))  # fmt: skip
     likelihood: dict = {"error_floor": 0.0, "disk": DiskMarginal(n_draws=args.disk_draws)}
@@ -160,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"the simformer's physical parameters {proposal.config.params} != {PARAMS}")
     forward = ForwardModel.default(bands=model.config.bands).to(args.device)
     prior = load_default_prior_density(map_location=args.device)
-    data = load_heldout(args.heldout, model.config.bands, 4 * args.n)
+    data = held_out(args.heldout, model.config.bands, PARAMS, 4 * args.n)
     print(f"simformer {args.simformer}: {model.config.default_solver} solver, "
           f"{args.steps or model.config.default_steps} steps, noise scale {args.noise_scale}; "
           f"{args.proposals} proposals, "

@@ -117,9 +117,8 @@ class SimformerProposal:
         generator = torch.Generator().manual_seed(DISK_STATE_SEED)
         noise = torch.randn(DISK_STATE_SAMPLES, model.n_param, generator=generator)
         noise = noise.to(model.loc.device).expand(mag.shape[0], -1, -1)
-        steps = self.options["steps"]
         joint = model.sample_from_noise(*arrays, noise, solver=self.options["solver"],
-                                        steps=steps)  # fmt: skip
+                                        steps=self.options["steps"])  # fmt: skip
         has_disk = joint[..., model.config.params.index("has_disk")] > 0.5
         return {"has_disk": (has_disk.float().mean(dim=1) > 0.5).float()}
 

@@ -31,7 +31,8 @@ joint sampling also returns samples of the unobserved bands (posterior predictiv
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -322,6 +323,43 @@ class Simformer(nn.Module):
             assert parallax_true is not None, "parallax_true is needed (config.use_parallax)"
             parts.append(parallax_true[:, None])
         return self.standardize(torch.cat(parts, dim=1))
+
+    def conditioned(
+        self, obs: Observations, condition: Mapping[str, Any] | None
+    ) -> tuple[Tensor, Tensor]:
+        """Token values and condition mask ``(batch, n_var)``: the observations plus the
+        parameters in ``condition`` (``{parameter: value}``, scalar or ``(batch,)``)."""
+        params = self.config.params
+        cond = obs.observed.clone()
+        start = obs.values.clone()
+        for name, value in (condition or {}).items():
+            if name not in params:
+                raise ValueError(f"can only condition on parameters {params}, not {name!r}")
+            index = params.index(name)
+            value = torch.as_tensor(value, dtype=start.dtype, device=start.device)
+            start[:, index] = (value.expand(len(start)) - self.loc[index]) / self.scale[index]
+            cond[:, index] = True
+        return start, cond
+
+    def solver_settings(self, solver: str | None, steps: int | None) -> tuple[str, int]:
+        """``solver`` and ``steps``, the model's defaults where None, checked."""
+        solver = solver or self.config.default_solver
+        steps = int(steps or self.config.default_steps)
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        return solver, steps
+
+    @contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode for the block; the previous mode is restored after it."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     def _check_observed(self, obs: Observations) -> None:
         seen = obs.observed[:, self._band_slice()]
@@ -656,12 +694,7 @@ class Simformer(nn.Module):
         starting points of the unobserved tokens. Tokens are packed (present first) and
         star-samples are sent in chunks of at most ``max_tokens`` tokens.
         """
-        solver = solver or self.config.default_solver
-        steps = int(steps or self.config.default_steps)
-        if solver not in SOLVERS:
-            raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        solver, steps = self.solver_settings(solver, steps)
         batch, n_samples, n_var = noise.shape
         if self.config.attention == "cached_context":
             return self._transport_cached(obs, condition, present, start, noise, solver, steps,
@@ -778,14 +811,10 @@ class Simformer(nn.Module):
         present = obs.observed.clone()
         present[:, :n_param] = True  # unobserved observables are left out (marginalised)
         centre, width = self.frame(obs, obs.observed)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             x = self._transport(
                 obs, obs.observed, present, obs.values, full, solver, steps, max_tokens
             )
-        finally:
-            self.train(was_training)
         x = x[..., :n_param] * width[:, None, :n_param] + centre[:, None, :n_param]
         params = self.unstandardize(x, slice(0, n_param))
         return self._clip(params)
@@ -914,15 +943,7 @@ class Simformer(nn.Module):
         for name in leave_out:
             obs.observed[:, variables.index(name)] = False
         self._check_observed(obs)
-        cond = obs.observed.clone()
-        start = obs.values.clone()
-        for name, value in (condition or {}).items():
-            if name not in config.params:
-                raise ValueError(f"can only condition on parameters {config.params}, not {name!r}")
-            index = config.params.index(name)
-            value = torch.as_tensor(value, dtype=torch.float32, device=device).expand(len(start))
-            start[:, index] = (value - self.loc[index]) / self.scale[index]
-            cond[:, index] = True
+        start, cond = self.conditioned(obs, condition)
         batch = start.shape[0]
         if noise is None:
             noise = torch.randn(batch, n_samples, config.n_var, device=device)
@@ -932,14 +953,10 @@ class Simformer(nn.Module):
             f"noise must be ({batch}, {n_samples}, {config.n_var}), got {tuple(noise.shape)}"
         )
         centre, width = self.frame(obs, cond)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             present = torch.ones_like(cond)
             x = self._transport(obs, cond, present, (start - centre) / width, noise, solver,
                                 steps, max_tokens)  # fmt: skip
-        finally:
-            self.train(was_training)
         values = self.unstandardize(x * width[:, None] + centre[:, None])
         observed_values = self.unstandardize(start)
         values = torch.where(cond[:, None, :], observed_values[:, None, :], values)

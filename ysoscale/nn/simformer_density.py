@@ -38,7 +38,8 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,8 +47,7 @@ from torch import Tensor
 
 from ysoscale.nn.batching import tokens_per_call
 from ysoscale.nn.flow_density import integrate_with_log_det, invert_steps, normal_log_prob
-from ysoscale.nn.simformer import Observations, Simformer, _as_tensor
-from ysoscale.nn.simformer_config import SOLVERS
+from ysoscale.nn.simformer import LatentFlow, Simformer, _as_tensor
 
 JACOBIAN_TOKEN_SHARE = 2
 """Token budget of a density call relative to a sampling call: the reverse passes keep the
@@ -55,59 +55,73 @@ graph of a whole solver step, so chunks are this many times smaller (on 2 CPU co
 8,192 latent tokens per call gave 737 samples/s, 2,048 669, 65,536 320)."""
 
 
-def _setup(
+@dataclass
+class _Stars:
+    """A batch of stars ready for the latent flow: token values ``start``, condition and
+    presence masks, error features (all ``(batch, n_var)``), the distance frame ``centre``,
+    ``width``, and the checked solver settings."""
+
+    start: Tensor
+    cond: Tensor
+    present: Tensor
+    error: Tensor
+    centre: Tensor
+    width: Tensor
+    solver: str
+    steps: int
+    noise_scale: float
+
+
+def _stars(
     model: Simformer,
-    mag: Any,
-    mag_err: Any,
-    parallax: Any,
-    parallax_error: Any,
+    arrays: tuple[Any, ...],
     condition: Mapping[str, Any] | None,
     solver: str | None,
     steps: int | None,
-) -> tuple[Observations, Tensor, Tensor, Tensor, Tensor, Tensor, str, int]:
-    """Observations, condition / start / error ``(batch, n_var)``, the frame, solver, steps."""
-    config = model.config
-    if config.attention != "cached_context":
+    noise_scale: float,
+) -> _Stars:
+    """Check the model and settings; tokens, masks and frame of the stars in ``arrays``
+    (``mag, mag_err, parallax, parallax_error``)."""
+    if model.config.attention != "cached_context":
         raise ValueError(
             "exact simformer densities need attention = 'cached_context' "
-            f"(this model has {config.attention!r})"
+            f"(this model has {model.config.attention!r})"
         )
-    solver = solver or config.default_solver
-    steps = int(steps or config.default_steps)
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    obs = model._prepare(mag, mag_err, parallax, parallax_error)
-    cond = obs.observed.clone()
-    start = obs.values.clone()
-    batch = start.shape[0]
-    for name, value in (condition or {}).items():
-        if name not in config.params:
-            raise ValueError(f"can only condition on parameters {config.params}, not {name!r}")
-        index = config.params.index(name)
-        value = torch.as_tensor(value, dtype=start.dtype, device=start.device).expand(batch)
-        start[:, index] = (value - model.loc[index]) / model.scale[index]
-        cond[:, index] = True
+    if not noise_scale > 0:
+        raise ValueError(f"noise_scale must be positive, got {noise_scale}")
+    solver, steps = model.solver_settings(solver, steps)
+    obs = model._prepare(*arrays)
+    start, cond = model.conditioned(obs, condition)
     centre, width = model.frame(obs, cond)
-    start = torch.where(cond, (start - centre) / width, start)
-    error = torch.where(cond, obs.error, 0.0)
-    return obs, cond, start, error, centre, width, solver, steps
+    present = obs.observed.clone()
+    present[:, : model.n_param] = True  # unobserved observables are left out (marginalised)
+    return _Stars(torch.where(cond, (start - centre) / width, start), cond, present,
+                  torch.where(cond, obs.error, 0.0), centre, width, solver, steps,
+                  noise_scale)  # fmt: skip
 
 
-def _chunks(model: Simformer, batch: int, n_samples: int, max_tokens: int | None):
-    n_latent = model.n_param
+def _chunk_flows(
+    model: Simformer, stars: _Stars, n_samples: int, max_tokens: int | None
+) -> Iterator[tuple[slice, LatentFlow]]:
+    """Chunks of stars and the latent flow of each (call it in eval mode)."""
     budget = max_tokens or tokens_per_call(model.loc.device) // JACOBIAN_TOKEN_SHARE
-    per_chunk = max(1, budget // max(1, n_latent * n_samples))
-    for first in range(0, batch, per_chunk):
-        yield slice(first, first + per_chunk)
+    per_chunk = max(1, budget // max(1, model.n_param * n_samples))
+    for first in range(0, stars.start.shape[0], per_chunk):
+        rows = slice(first, first + per_chunk)
+        yield rows, model.cached_latent_flow(stars.start[rows], stars.cond[rows],
+                                             stars.error[rows], stars.present[rows],
+                                             n_samples)  # fmt: skip
 
 
-def _frame_log_det(model: Simformer, latent_params: Tensor, width: Tensor) -> Tensor:
-    """``log |det ∂θ / ∂x|`` of the map frame -> physical units, per star ``(batch,)``."""
+def _log_prob(model: Simformer, stars: _Stars, rows: slice, z: Tensor, log_det: Tensor) -> Tensor:
+    """``log q`` ``(stars, samples)`` in physical units of the free parameters, from the
+    noise ``z`` and the flow's ``log |det ∂x/∂z|``: the base density, the flow, and the
+    affine map frame -> physical units."""
     n_param = model.n_param
-    scale = (width[:, :n_param] * model.scale[:n_param]).double().log()
-    return (scale * latent_params).sum(dim=1)
+    free = (~stars.cond[rows, :n_param]).double()
+    frame = (stars.width[rows, :n_param] * model.scale[:n_param]).double().log()
+    return (normal_log_prob(z, stars.noise_scale) - log_det
+            - (frame * free).sum(dim=1)[:, None])  # fmt: skip
 
 
 @torch.no_grad()
@@ -157,42 +171,29 @@ def sample_with_log_prob(
     log_prob : Tensor (batch, n_samples), float64
         ``log q(θ_free | data, θ_conditioned)`` in the physical units of the free parameters.
     """
-    obs, cond, start, error, centre, width, solver, steps = _setup(
-        model, mag, mag_err, parallax, parallax_error, condition, solver, steps
-    )
+    stars = _stars(model, (mag, mag_err, parallax, parallax_error), condition, solver, steps,
+                   noise_scale)  # fmt: skip
     config, n_param = model.config, model.n_param
-    batch, device = start.shape[0], start.device
+    batch, device = stars.start.shape[0], stars.start.device
     if noise is None:
         noise = torch.randn(batch, n_samples, config.n_var, device=device)
         noise = noise[..., model.param_noise_rank]
-    noise = torch.as_tensor(noise, dtype=start.dtype, device=device)
+    noise = torch.as_tensor(noise, dtype=stars.start.dtype, device=device)
     assert noise.shape == (batch, n_samples, n_param), (
         f"noise must be ({batch}, {n_samples}, {n_param}), got {tuple(noise.shape)}"
     )
-    if not noise_scale > 0:
-        raise ValueError(f"noise_scale must be positive, got {noise_scale}")
-    present = obs.observed.clone()
-    present[:, :n_param] = True
     full = noise.new_zeros(batch, n_samples, config.n_var)
     full[..., :n_param] = noise * noise_scale
     samples = noise.new_empty(batch, n_samples, n_param)
     log_prob = torch.empty(batch, n_samples, dtype=torch.float64, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        for rows in _chunks(model, batch, n_samples, max_tokens):
-            flow = model.cached_latent_flow(start[rows], cond[rows], error[rows],
-                                            present[rows], n_samples)  # fmt: skip
+    with model.evaluating():
+        for rows, flow in _chunk_flows(model, stars, n_samples, max_tokens):
             z = flow.take(full[rows])
-            x, log_det = integrate_with_log_det(z, flow.velocity, solver, steps)
-            token = flow.fill(x)[..., :n_param] * width[rows, None, :n_param]
-            samples[rows] = model.unstandardize(token + centre[rows, None, :n_param],
+            x, log_det = integrate_with_log_det(z, flow.velocity, stars.solver, stars.steps)
+            token = flow.fill(x)[..., :n_param] * stars.width[rows, None, :n_param]
+            samples[rows] = model.unstandardize(token + stars.centre[rows, None, :n_param],
                                                 slice(0, n_param))  # fmt: skip
-            free = (~cond[rows, :n_param]).double()
-            log_prob[rows] = (normal_log_prob(z, noise_scale) - log_det
-                              - _frame_log_det(model, free, width[rows])[:, None])  # fmt: skip
-    finally:
-        model.train(was_training)
+            log_prob[rows] = _log_prob(model, stars, rows, z, log_det)
     return samples, log_prob
 
 
@@ -218,35 +219,25 @@ def simformer_log_prob(
     step cannot be inverted. Conditioned columns of ``theta`` are ignored; ``noise_scale``
     as in :func:`sample_with_log_prob`.
     """
-    obs, cond, start, error, centre, width, solver, steps = _setup(
-        model, mag, mag_err, parallax, parallax_error, condition, solver, steps
-    )
+    stars = _stars(model, (mag, mag_err, parallax, parallax_error), condition, solver, steps,
+                   noise_scale)  # fmt: skip
     config, n_param = model.config, model.n_param
-    theta = _as_tensor(theta, start.device)
-    batch = start.shape[0]
+    theta = _as_tensor(theta, stars.start.device)
+    batch = stars.start.shape[0]
     assert theta.ndim == 3 and theta.shape[0] == batch and theta.shape[2] == n_param, (
         f"theta must be ({batch}, S, {n_param}), got {tuple(theta.shape)}"
     )
     n_samples = theta.shape[1]
     token = model.standardize(theta, slice(0, n_param))
-    framed = (token - centre[:, None, :n_param]) / width[:, None, :n_param]
     full = theta.new_zeros(batch, n_samples, config.n_var)
-    full[..., :n_param] = framed
-    present = obs.observed.clone()
-    present[:, :n_param] = True
-    log_prob = torch.empty(batch, n_samples, dtype=torch.float64, device=start.device)
-    was_training = model.training
-    model.eval()
-    try:
-        for rows in _chunks(model, batch, n_samples, max_tokens):
-            flow = model.cached_latent_flow(start[rows], cond[rows], error[rows],
-                                            present[rows], n_samples)  # fmt: skip
-            z, log_det = invert_steps(flow.take(full[rows]), flow.velocity, solver, steps)
-            free = (~cond[rows, :n_param]).double()
-            log_prob[rows] = (normal_log_prob(z, noise_scale) - log_det
-                              - _frame_log_det(model, free, width[rows])[:, None])  # fmt: skip
-    finally:
-        model.train(was_training)
+    frame = slice(0, n_param)
+    full[..., frame] = (token - stars.centre[:, None, frame]) / stars.width[:, None, frame]
+    log_prob = torch.empty(batch, n_samples, dtype=torch.float64, device=theta.device)
+    with model.evaluating():
+        for rows, flow in _chunk_flows(model, stars, n_samples, max_tokens):
+            z, log_det = invert_steps(flow.take(full[rows]), flow.velocity, stars.solver,
+                                      stars.steps)  # fmt: skip
+            log_prob[rows] = _log_prob(model, stars, rows, z, log_det)
     return log_prob
 
 
