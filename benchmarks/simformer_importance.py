@@ -1,10 +1,9 @@
 """Importance sampling with the simformer as proposal: is its weighted posterior calibrated?
 
-The simformer's own samples under-cover (the CPU model's Gaia-only age by ~0.05). With
-the exact density of its ODE samples (:mod:`ysoscale.nn.simformer_density`) it can be the
-proposal of importance sampling (:mod:`ysoscale.infer.importance`,
-:class:`ysoscale.infer.simformer_proposal.SimformerProposal`), whose weighted posterior is
-the exact one under the forward model and the prior. For each of the four condition
+The simformer's own samples under-cover (the CPU model's Gaia-only age by ~0.05). Built
+into a proposal with a known density (below), it serves importance sampling
+(:mod:`ysoscale.infer.importance`), whose weighted posterior is the exact one under the
+forward model and the prior. For each of the four condition
 patterns of issue 6 (Gaia only; Gaia + parallax; Gaia + 2MASS + parallax; all the model's
 bands + parallax), on the first ``--n`` held-out stars with the pattern, this prints:
 
@@ -17,11 +16,23 @@ bands + parallax), on the first ``--n`` held-out stars with the pattern, this pr
 * MAD of the resampled draws' median, median ESS, the share of stars flagged out of
   distribution, stars/s (all in this process, on ``--device``).
 
+The proposal (``--proposal``) is built on the simformer in one of three ways:
+
+* ``updated`` (default): a Gaussian mixture on ``--centres`` simformer samples per star,
+  each kernel updated by the star's photometry and parallax
+  (:class:`ysoscale.infer.kernel_proposal.SimformerKernelProposal` with the forward model);
+* ``kernel``: the same mixture without the update (a kernel density estimate);
+* ``density``: the simformer's own ODE samples with their exact density
+  (:class:`ysoscale.infer.simformer_proposal.SimformerProposal`), conditioned on each
+  star's favoured disk state; about 6x slower.
+
 The last line is one JSON object with every figure.
 
     python benchmarks/simformer_importance.py --heldout heldout_independent.zarr
         [--simformer training/simformer_cpu] [--n 1000] [--proposals 128] [--samples 32]
         [--steps 4] [--patterns gaia,gaia+plx,gaia+tmass+plx,all+plx]
+        [--proposal updated|kernel|density] [--centres 64] [--bandwidth 1.0]
+        [--defensive 0.1] [--update-floor 0.01] [--noise-scale 1.0]
         [--detection with|without] [--variability with|without] [--disk-draws 128]
         [--device cpu] [--quick]
 
@@ -41,6 +52,12 @@ import numpy as np
 import torch
 
 from ysoscale.infer.importance import DiskMarginal, importance_sample, log_importance_weight
+from ysoscale.infer.kernel_proposal import (
+    DEFENSIVE_SHARE,
+    KERNEL_CENTRES,
+    UPDATE_ERROR_FLOOR,
+    SimformerKernelProposal,
+)
 from ysoscale.infer.prior_density import load_default_prior_density
 from ysoscale.infer.selection import DetectionSelection, survey_footprints
 from ysoscale.infer.simformer_proposal import SimformerProposal
@@ -123,6 +140,18 @@ def main(argv: list[str] | None = None) -> None:
         default=1.0,
         help="proposal from N(0, s^2) noise (wider above 1)",
     )
+    parser.add_argument("--proposal", default="updated", choices=("updated", "kernel", "density"),
+                        help="density: the simformer's exact ODE density; kernel: a Gaussian "
+                             "mixture on its samples; updated: that mixture updated by each "
+                             "star's photometry")  # fmt: skip
+    parser.add_argument("--defensive", type=float, default=DEFENSIVE_SHARE,
+                        help="share of un-updated kernels of --proposal updated")  # fmt: skip
+    parser.add_argument("--update-floor", type=float, default=UPDATE_ERROR_FLOOR,
+                        help="error (mag) added in quadrature in the kernels' update")  # fmt: skip
+    parser.add_argument("--centres", type=int, default=KERNEL_CENTRES,
+                        help="simformer samples per star of the kernel proposal")  # fmt: skip
+    parser.add_argument("--bandwidth", type=float, default=1.0,
+                        help="kernel bandwidth, in units of Silverman's factor")  # fmt: skip
     parser.add_argument("--patterns", default=",".join(PATTERNS))
     parser.add_argument("--detection", default="with", choices=("with", "without"))
     parser.add_argument("--variability", default="without", choices=("with", "without"))
@@ -143,19 +172,34 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--n, --samples must be >= 1 and --proposals >= 2")
 
     model = Simformer.load(args.simformer, map_location=args.device)
-    proposal = SimformerProposal(
-        model, steps=args.steps, solver=args.solver, noise_scale=args.noise_scale
-    )
+    forward = ForwardModel.default(bands=model.config.bands).to(args.device)
+    if args.proposal in ("kernel", "updated"):
+        updated = args.proposal == "updated"
+        proposal = SimformerKernelProposal(model, forward if updated else None,
+                                           n_centres=args.centres, bandwidth=args.bandwidth,
+                                           defensive=args.defensive, update_floor=args.update_floor,
+                                           steps=args.steps,
+                                           solver=args.solver)  # fmt: skip
+        described = (f"kernel mixture on {args.centres} simformer samples per star, "
+                     f"bandwidth {args.bandwidth} x Silverman"
+                     + (f", updated by the photometry (+{args.update_floor} mag), "
+                          f"{args.defensive} defensive"
+                        if updated else ""))  # fmt: skip
+    else:
+        proposal = SimformerProposal(
+            model, steps=args.steps, solver=args.solver, noise_scale=args.noise_scale
+        )
+        described = (f"exact ODE density, noise scale {args.noise_scale}, disk state: each "
+                     "star's favoured one")  # fmt: skip
     if proposal.config.params != PARAMS:
         parser.error(f"the simformer's physical parameters {proposal.config.params} != {PARAMS}")
-    forward = ForwardModel.default(bands=model.config.bands).to(args.device)
     prior = load_default_prior_density(map_location=args.device)
     data = held_out(args.heldout, model.config.bands, PARAMS, 4 * args.n)
     print(f"simformer {args.simformer}: {model.config.default_solver} solver, "
-          f"{args.steps or model.config.default_steps} steps, noise scale {args.noise_scale}; "
+          f"{args.steps or model.config.default_steps} steps; proposal: {described}; "
           f"{args.proposals} proposals, "
           f"{args.samples} resampled draws per star; {args.disk_draws} disks per young sample; "
-          f"proposal disk state: each star's favoured one; detection pattern {args.detection}, "
+          f"detection pattern {args.detection}, "
           f"variability {args.variability}; device {args.device} "
           f"({torch.get_num_threads()} threads)")  # fmt: skip
     results = []
@@ -182,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in results:
         print(f"| {r['pattern']} | " + " | ".join(f"{v:.3f}" for v in r["mad"]) + " |")
     summary = {"simformer": args.simformer, "steps": args.steps or model.config.default_steps,
+               "proposal": args.proposal, "centres": args.centres, "bandwidth": args.bandwidth,
+               "defensive": args.defensive, "update_floor": args.update_floor,
                "proposals": args.proposals, "noise_scale": args.noise_scale,
                "disk_draws": args.disk_draws, "detection": args.detection,
                "variability": args.variability, "params": list(PARAMS),

@@ -42,6 +42,13 @@ def test_every_pattern_is_importance_sampled_and_scored(
             assert all(math.isfinite(v) for v in result[key]), (result["pattern"], key)
         assert all(0.0 <= v <= 1.0 for v in result["weighted"] + result["proposal"])
     assert "| all+plx |" in out
+    assert summary["proposal"] == "updated"
+    # the exact-density proposal of the simformer's own samples, on one pattern
+    benchmark.main(["--heldout", str(store), "--simformer", str(model), "--n", "6",
+                    "--proposals", "8", "--samples", "4", "--steps", "2", "--disk-draws", "2",
+                    "--proposal", "density", "--patterns", "gaia"])  # fmt: skip
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["proposal"] == "density" and summary["results"][0]["stars"] == 6
 
 
 def test_bad_arguments_stop_before_any_work(tmp_path, monkeypatch) -> None:

@@ -406,6 +406,22 @@ def _predict(
     return full[:, take], valid
 
 
+def predict_magnitudes(
+    forward: Any, theta: Tensor, params: Sequence[str], bands: Sequence[str]
+) -> tuple[Tensor, Tensor]:
+    """Forward-model magnitudes ``(N, len(bands))`` of samples ``theta (N, n_param)`` and
+    their validity ``(N,)``; a band the forward model does not predict is NaN.
+
+    >>> from ysoscale.physics.forward import ForwardModel  # doctest: +SKIP
+    >>> forward = ForwardModel.default(bands=("gaia_g",))  # doctest: +SKIP
+    >>> params = ("log10_mass", "log10_age", "mh", "log10_distance", "av", "rv")
+    >>> theta = torch.tensor([[0.0, 9.0, 0.0, 2.0, 0.5, 3.1]])
+    >>> mag, valid = predict_magnitudes(forward, theta, params, ("gaia_g",))  # doctest: +SKIP
+    """
+    inputs = _forward_inputs(theta, params)
+    return _predict(forward, inputs, _band_columns(bands, forward.bands))
+
+
 def _log_likelihood(
     forward: Any,
     theta: Tensor,
@@ -833,5 +849,6 @@ __all__ = [
     "normalise_log_weights",
     "parallax_log_likelihood",
     "photometric_log_likelihood",
+    "predict_magnitudes",
     "systematic_resample",
 ]
