@@ -62,40 +62,57 @@ from ysoscale.infer.prior_density import load_default_prior_density
 from ysoscale.infer.selection import DetectionSelection, survey_footprints
 from ysoscale.infer.simformer_proposal import SimformerProposal
 from ysoscale.infer.variability import VariabilityEvidence
-from ysoscale.nn.simformer import Simformer
+from ysoscale.nn.simformer import Simformer, load_estimator
 from ysoscale.physics.forward import ForwardModel
 from ysoscale.simulate.surveys import SURVEY_MODELS
-from ysoscale.validate import LEVELS, coverage_error, importance_coverage
+from ysoscale.validate import LEVELS, coverage_of_pit, importance_pit, pit
 
 sys.path.insert(0, str(Path(__file__).parent))
 from simformer import PATTERNS, held_out, restrict  # noqa: E402  (the patterns of benchmarks/simformer.py)
 
 PARAMS = ("log10_mass", "log10_age", "mh", "log10_distance", "av", "rv")
 DEFAULT_MODEL = Path(__file__).parents[1] / "training" / "simformer_cpu"
+DEFAULT_NPE = Path(__file__).parents[1] / "ysoscale" / "data" / "default_model"
 
 
-def weighted_mad(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """MAD of the sample median against the truth, per parameter (NaN rows left out)."""
-    good = np.isfinite(samples).all(axis=(1, 2))
-    return np.median(np.abs(np.median(samples[good], axis=1) - truth[good]), axis=0)
+def star_mad(median: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """MAD of per-star medians ``(star, param)`` against the truth (NaN rows left out)."""
+    good = np.isfinite(median).all(axis=1)
+    return np.median(np.abs(median[good] - truth[good]), axis=0)
 
 
-def score_pattern(proposal, forward, prior, data, pattern: str, args) -> dict:
-    """Importance-sample the first ``args.n`` stars of the pattern and score them."""
+def to_bands(values: np.ndarray, source: tuple[str, ...], target: tuple[str, ...]) -> np.ndarray:
+    """Columns of ``values (n, len(source))`` in ``target``'s band order, NaN where absent."""
+    out = np.full((len(values), len(target)), np.nan, dtype=np.float32)
+    for j, band in enumerate(target):
+        if band in source:
+            out[:, j] = values[:, source.index(band)]
+    return out
+
+
+def pattern_stars(data: dict, bands: tuple[str, ...], pattern: str, n: int, first: int) -> dict:
+    """The first ``n`` held-out stars with the pattern (store rows from ``first`` on)."""
     surveys, plx = PATTERNS[pattern]
-    bands = proposal.config.bands
     rows, mag, err, parallax, parallax_error = restrict(data, bands, surveys, plx)
-    mag, err, parallax, parallax_error = (a[: args.n] for a in (mag, err, parallax,
-                                                                 parallax_error))  # fmt: skip
-    truth = data["theta"][rows][: args.n]
+    index = first + np.flatnonzero(rows)[:n]
     used = tuple(s for s in SURVEY_MODELS
                  if set(SURVEY_MODELS[s].bands) & set(bands)
                  and (surveys is None or s in surveys))  # fmt: skip
+    return {"index": index, "mag": mag[:n], "err": err[:n], "parallax": parallax[:n],
+            "parallax_error": parallax_error[:n], "truth": data["theta"][rows][:n],
+            "l_deg": data["l_deg"][rows][:n], "b_deg": data["b_deg"][rows][:n],
+            "bands": bands, "surveys": used}  # fmt: skip
+
+
+def score_stars(proposal, forward, prior, stars: dict, args) -> dict:
+    """Importance-sample ``stars`` with ``proposal``: per-star PITs, medians, ESS, flags."""
+    bands = proposal.config.bands
+    mag, err = (to_bands(stars[k], stars["bands"], bands) for k in ("mag", "err"))
+    parallax, parallax_error, truth = stars["parallax"], stars["parallax_error"], stars["truth"]
     likelihood: dict = {"error_floor": 0.0, "disk": DiskMarginal(n_draws=args.disk_draws)}
     if args.detection == "with":
-        selection = DetectionSelection.from_surveys(bands, used)
-        footprint = survey_footprints(data["l_deg"][rows][: args.n],
-                                      data["b_deg"][rows][: args.n], selection.surveys)  # fmt: skip
+        selection = DetectionSelection.from_surveys(bands, stars["surveys"])
+        footprint = survey_footprints(stars["l_deg"], stars["b_deg"], selection.surveys)
         likelihood |= {"selection": selection, "in_footprint": footprint}
     if args.variability == "with":
         likelihood["variability"] = VariabilityEvidence.from_surveys(bands)
@@ -106,30 +123,108 @@ def score_pattern(proposal, forward, prior, data, pattern: str, args) -> dict:
     seconds = time.perf_counter() - start
     truth_weight = log_importance_weight(proposal, forward, prior, truth[:, None, :], mag, err,
                                          parallax, parallax_error, **likelihood)[:, 0]  # fmt: skip
+    truth_weight = truth_weight.cpu().numpy()
     proposal_samples = result.proposal.cpu().numpy()
-    weighted = importance_coverage(proposal_samples, result.raw_log_weight().cpu().numpy(),
-                                   truth, truth_weight.cpu().numpy())  # fmt: skip
+    weights = result.raw_log_weight().cpu().numpy()
     resampled = result.samples.cpu().numpy()
-    keep = ~result.ood.cpu().numpy()
+    ood = result.ood.cpu().numpy()
+    u_resampled = pit(resampled, truth)
+    u_resampled[ood] = np.nan  # the flagged stars' draws are not used
     return {
-        "pattern": pattern,
-        "stars": int(len(truth)),
-        "stars_per_s": len(truth) / seconds,
-        "median_ess": float(result.ess.median()),
-        "ood_fraction": float(result.ood.float().mean()),
-        "truth_weight_finite": float(np.isfinite(truth_weight.cpu().numpy()).mean()),
-        "weighted": np.nanmax(np.abs(weighted - LEVELS[:, None]), axis=0).tolist(),
-        "proposal": coverage_error(proposal_samples, truth).tolist(),
-        "resampled": coverage_error(resampled[keep], truth[keep]).tolist(),
-        "mad": weighted_mad(resampled, truth).tolist(),
+        "index": stars["index"],
+        "truth": truth,
+        "u_weighted": importance_pit(proposal_samples, weights, truth, truth_weight),
+        "u_proposal": pit(proposal_samples, truth),
+        "u_resampled": u_resampled,
+        "median": np.median(resampled, axis=1),
+        "ess": result.ess.cpu().numpy(),
+        "ood": ood,
+        "truth_weight_finite": np.isfinite(truth_weight),
+        "seconds": np.array([seconds]),
     }
+
+
+def summarise(estimator: str, pattern: str, per_star: dict) -> dict:
+    """The figures of one estimator and pattern from its per-star results."""
+
+    def worst(u: np.ndarray) -> list[float]:
+        return np.nanmax(np.abs(coverage_of_pit(u) - LEVELS[:, None]), axis=0).tolist()
+
+    n = len(per_star["index"])
+    return {
+        "estimator": estimator,
+        "pattern": pattern,
+        "stars": n,
+        "stars_per_s": n / float(per_star["seconds"].sum()),
+        "median_ess": float(np.median(per_star["ess"])),
+        "ood_fraction": float(per_star["ood"].mean()),
+        "truth_weight_finite": float(per_star["truth_weight_finite"].mean()),
+        "weighted": worst(per_star["u_weighted"]),
+        "proposal": worst(per_star["u_proposal"]),
+        "resampled": worst(per_star["u_resampled"]),
+        "mad": star_mad(per_star["median"], per_star["truth"]).tolist(),
+    }
+
+
+def save(path: Path, runs: dict) -> None:
+    """Per-star results ``runs[(estimator, pattern)]`` to ``path`` (.npz, no pickles)."""
+    arrays = {f"{est}|{pattern}|{key}": value for (est, pattern), per_star in runs.items()
+              for key, value in per_star.items()}  # fmt: skip
+    np.savez_compressed(path, **arrays)
+
+
+def load_runs(paths: list[str]) -> dict:
+    """Per-star results of several saved runs, pooled; a star in two runs is an error."""
+    runs: dict = {}
+    for path in paths:
+        with np.load(path, allow_pickle=False) as saved:
+            for name in saved.files:
+                est, pattern, key = name.split("|")
+                runs.setdefault((est, pattern), {}).setdefault(key, []).append(saved[name])
+    pooled = {run: {key: np.concatenate(parts) for key, parts in per_star.items()}
+              for run, per_star in runs.items()}  # fmt: skip
+    for (est, pattern), per_star in pooled.items():
+        index = per_star["index"]
+        if len(np.unique(index)) != len(index):
+            raise SystemExit(f"{est} {pattern}: the saved runs share stars; pool disjoint ones")
+    return pooled
+
+
+def report(results: list[dict]) -> None:
+    """The tables of the benchmark."""
+    print("\nworst |coverage - nominal| at 10 levels (weighted posterior, truth's own weight)")
+    print(
+        "| pattern | estimator | stars | " + " | ".join(PARAMS) + " | worst | proposal's worst "
+        "| resampled draws' worst | median ESS | OOD | stars/s |"
+    )
+    print("|---" * (len(PARAMS) + 9) + "|")
+    for r in results:
+        print(f"| {r['pattern']} | {r['estimator']} | {r['stars']:,} | "
+              + " | ".join(f"{v:.3f}" for v in r["weighted"])
+              + f" | **{max(r['weighted']):.3f}** | {max(r['proposal']):.3f} | "
+              f"{max(r['resampled']):.3f} | {r['median_ess']:.1f} | {r['ood_fraction']:.1%} | "
+              f"{r['stars_per_s']:.2f} |")  # fmt: skip
+    print("\nMAD of the median of the resampled draws")
+    print("| pattern | estimator | " + " | ".join(PARAMS) + " |")
+    print("|---" * (len(PARAMS) + 2) + "|")
+    for r in results:
+        print(f"| {r['pattern']} | {r['estimator']} | "
+              + " | ".join(f"{v:.3f}" for v in r["mad"]) + " |")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--heldout", required=True, help="held-out simulated store")
+    parser.add_argument("--heldout", help="held-out simulated store")
     parser.add_argument("--simformer", default=str(DEFAULT_MODEL), help="simformer directory")
     parser.add_argument("--n", type=int, default=1000, help="stars per pattern")
+    parser.add_argument("--first", type=int, default=0,
+                        help="start at this store row (disjoint runs pool: --merge)")  # fmt: skip
+    parser.add_argument("--npe", default=None,
+                        help="also importance-sample the same stars with this set-transformer "
+                             "('default': the shipped model)")  # fmt: skip
+    parser.add_argument("--save", default=None, help="per-star results to this .npz")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="report the pooled per-star results of saved runs; stop")  # fmt: skip
     parser.add_argument("--proposals", type=int, default=128, help="proposal draws per star")
     parser.add_argument("--samples", type=int, default=32, help="resampled draws per star")
     parser.add_argument("--steps", type=int, default=None, help="ODE steps (default: model's)")
@@ -162,6 +257,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="100 stars, 64 proposals")
     args = parser.parse_args(argv)
+    if args.merge:
+        pooled = load_runs(args.merge)
+        results = [summarise(est, pattern, per_star) for (est, pattern), per_star in pooled.items()]
+        report(results)
+        print(json.dumps({"merged": args.merge, "params": list(PARAMS), "results": results}))
+        return
+    if args.heldout is None:
+        parser.error("--heldout is required (unless --merge)")
     if args.quick:
         args.n, args.proposals = min(args.n, 100), min(args.proposals, 64)
     patterns = args.patterns.split(",")
@@ -194,44 +297,43 @@ def main(argv: list[str] | None = None) -> None:
     if proposal.config.params != PARAMS:
         parser.error(f"the simformer's physical parameters {proposal.config.params} != {PARAMS}")
     prior = load_default_prior_density(map_location=args.device)
-    data = held_out(args.heldout, model.config.bands, PARAMS, 4 * args.n)
+    data = held_out(args.heldout, model.config.bands, PARAMS, args.first + 4 * args.n)
+    data = {key: value[args.first :] for key, value in data.items()}
+    estimators = {"simformer": (proposal, forward)}
+    if args.npe is not None:
+        npe = load_estimator(DEFAULT_NPE if args.npe == "default" else args.npe,
+                             map_location=args.device)  # fmt: skip
+        if tuple(npe.config.params) != PARAMS:
+            parser.error(f"the set-transformer's parameters {npe.config.params} != {PARAMS}")
+        estimators["npe"] = (npe, forward)
     print(f"simformer {args.simformer}: {model.config.default_solver} solver, "
           f"{args.steps or model.config.default_steps} steps; proposal: {described}; "
+          f"set-transformer beside it: {args.npe}; "
           f"{args.proposals} proposals, "
           f"{args.samples} resampled draws per star; {args.disk_draws} disks per young sample; "
           f"detection pattern {args.detection}, "
           f"variability {args.variability}; device {args.device} "
-          f"({torch.get_num_threads()} threads)")  # fmt: skip
-    results = []
+          f"({torch.get_num_threads()} threads); store rows from {args.first}")  # fmt: skip
+    runs, results = {}, []
     for pattern in patterns:
-        results.append(score_pattern(proposal, forward, prior, data, pattern, args))
-        r = results[-1]
-        print(f"{pattern}: {r['stars']} stars, {r['stars_per_s']:.2f} stars/s, median ESS "
-              f"{r['median_ess']:.1f}, OOD {r['ood_fraction']:.1%}", flush=True)  # fmt: skip
-    print("\nworst |coverage - nominal| at 10 levels (weighted posterior, truth's own weight)")
-    print(
-        "| pattern | stars | " + " | ".join(PARAMS) + " | worst | proposal's worst "
-        "| resampled draws' worst | median ESS | OOD | stars/s |"
-    )
-    print("|---" * (len(PARAMS) + 8) + "|")
-    for r in results:
-        print(f"| {r['pattern']} | {r['stars']:,} | "
-              + " | ".join(f"{v:.3f}" for v in r["weighted"])
-              + f" | **{max(r['weighted']):.3f}** | {max(r['proposal']):.3f} | "
-              f"{max(r['resampled']):.3f} | {r['median_ess']:.1f} | {r['ood_fraction']:.1%} | "
-              f"{r['stars_per_s']:.2f} |")  # fmt: skip
-    print("\nMAD of the median of the resampled draws")
-    print("| pattern | " + " | ".join(PARAMS) + " |")
-    print("|---" * (len(PARAMS) + 1) + "|")
-    for r in results:
-        print(f"| {r['pattern']} | " + " | ".join(f"{v:.3f}" for v in r["mad"]) + " |")
+        stars = pattern_stars(data, model.config.bands, pattern, args.n, args.first)
+        for name, (estimator, fwd) in estimators.items():
+            runs[name, pattern] = score_stars(estimator, fwd, prior, stars, args)
+            results.append(summarise(name, pattern, runs[name, pattern]))
+            r = results[-1]
+            print(f"{pattern} {name}: {r['stars']} stars, {r['stars_per_s']:.2f} stars/s, "
+                  f"median ESS {r['median_ess']:.1f}, OOD {r['ood_fraction']:.1%}",
+                  flush=True)  # fmt: skip
+            if args.save:
+                save(Path(args.save), runs)  # after every pattern: a cut run keeps its stars
+    report(results)
     summary = {"simformer": args.simformer, "steps": args.steps or model.config.default_steps,
                "proposal": args.proposal, "centres": args.centres, "bandwidth": args.bandwidth,
                "defensive": args.defensive, "update_floor": args.update_floor,
                "proposals": args.proposals, "noise_scale": args.noise_scale,
                "disk_draws": args.disk_draws, "detection": args.detection,
-               "variability": args.variability, "params": list(PARAMS),
-               "results": results}  # fmt: skip
+               "variability": args.variability, "params": list(PARAMS), "npe": args.npe,
+               "first": args.first, "results": results}  # fmt: skip
     print(json.dumps(summary))
 
 

@@ -10,6 +10,7 @@ import math
 import pytest
 
 from tests.validate import load_benchmark
+from ysoscale.nn import EstimatorConfig, PosteriorEstimator
 from ysoscale.nn.simformer import Simformer
 from ysoscale.nn.simformer_config import SimformerConfig
 from ysoscale.simulate.config import SimulationConfig
@@ -49,6 +50,29 @@ def test_every_pattern_is_importance_sampled_and_scored(
                     "--proposal", "density", "--patterns", "gaia"])  # fmt: skip
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["proposal"] == "density" and summary["results"][0]["stars"] == 6
+
+    # a set-transformer beside it, per-star results saved, two disjoint runs pooled
+    npe = tmp_path / "npe"
+    PosteriorEstimator(EstimatorConfig(bands=BANDS, width=16, depth=1, heads=2, ff=32,
+                                       transforms=1, flow_hidden=(16,))).save(npe)  # fmt: skip
+    common = ["--heldout", str(store), "--simformer", str(model), "--n", "5", "--proposals",
+              "8", "--samples", "4", "--steps", "2", "--disk-draws", "2", "--npe", str(npe),
+              "--patterns", "gaia,all+plx"]  # fmt: skip
+    benchmark.main([*common, "--save", str(tmp_path / "a.npz")])
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(r["pattern"], r["estimator"]) for r in first["results"]] == [
+        ("gaia", "simformer"),
+        ("gaia", "npe"),
+        ("all+plx", "simformer"),
+        ("all+plx", "npe"),
+    ]
+    benchmark.main([*common, "--first", "100", "--save", str(tmp_path / "b.npz")])
+    capsys.readouterr()
+    benchmark.main(["--merge", str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])
+    merged = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["stars"] for r in merged["results"]] == [10, 10, 10, 10]
+    with pytest.raises(SystemExit, match="share stars"):
+        benchmark.main(["--merge", str(tmp_path / "a.npz"), str(tmp_path / "a.npz")])
 
 
 def test_bad_arguments_stop_before_any_work(tmp_path, monkeypatch) -> None:

@@ -97,14 +97,41 @@ def coverage(
     >>> bool(np.all(np.abs(coverage(samples, truth)[:, 0] - LEVELS) < 0.03))
     True
     """
+    return coverage_of_pit(pit(samples, truth, rng=rng), levels)
+
+
+def pit(
+    samples: np.ndarray, truth: np.ndarray, *, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """The randomised probability integral transform ``u`` (star, param) of :func:`coverage`;
+    NaN where the star is not :func:`usable` for the parameter.
+
+    Per-star values, so that runs over different stars can be pooled
+    (:func:`coverage_of_pit` of the concatenation).
+
+    >>> u = pit(np.array([[[0.0], [1.0], [2.0]]]), np.array([[1.5]]), rng=np.random.default_rng(0))
+    >>> 0.5 <= float(u[0, 0]) <= 0.75
+    True
+    """
     samples, truth = _check(samples, truth)
-    levels = np.asarray(levels, dtype=float)
     rng = np.random.default_rng(0) if rng is None else rng
     below = (samples < truth[:, None, :]).sum(axis=1)  # NaN compares False: finite only
     ties = (samples == truth[:, None, :]).sum(axis=1)
     n_finite = np.isfinite(samples).sum(axis=1)
     u = (below + rng.random(below.shape) * (ties + 1)) / (n_finite + 1)
-    return _coverage_of_pit(u, usable(samples, truth), levels)
+    return np.where(usable(samples, truth), u, np.nan)
+
+
+def coverage_of_pit(u: np.ndarray, levels: np.ndarray = LEVELS) -> np.ndarray:
+    """Coverage (level, param) from per-star PIT values ``u`` (star, param), NaN = unusable
+    (:func:`pit`, :func:`importance_pit`).
+
+    >>> u = np.random.default_rng(0).random((20000, 1))
+    >>> bool(np.all(np.abs(coverage_of_pit(u)[:, 0] - LEVELS) < 0.02))
+    True
+    """
+    u = np.asarray(u, dtype=float)
+    return _coverage_of_pit(u, np.isfinite(u), np.asarray(levels, dtype=float))
 
 
 def _coverage_of_pit(u: np.ndarray, ok: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -164,6 +191,27 @@ def importance_coverage(
     >>> bool(np.all(np.abs(cov[:, 0] - LEVELS) < 0.035))
     True
     """
+    return coverage_of_pit(importance_pit(proposal, log_weight, truth, truth_log_weight,
+                                          rng=rng), levels)  # fmt: skip
+
+
+def importance_pit(
+    proposal: np.ndarray,
+    log_weight: np.ndarray,
+    truth: np.ndarray,
+    truth_log_weight: np.ndarray,
+    *,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """The weighted PIT ``u`` (star, param) of :func:`importance_coverage`; NaN where the
+    truth is not finite or no weight is positive.
+
+    >>> proposal = np.array([[[0.0], [1.0], [2.0]]])
+    >>> u = importance_pit(proposal, np.log([[1.0, 1.0, 2.0]]), np.array([[1.5]]),
+    ...                    np.array([-np.inf]))
+    >>> float(u[0, 0])
+    0.5
+    """
     proposal, truth = _check(proposal, truth)
     log_weight = np.asarray(log_weight, dtype=float)
     truth_log_weight = np.asarray(truth_log_weight, dtype=float)
@@ -171,7 +219,6 @@ def importance_coverage(
         f"log_weight must be {proposal.shape[:2]} and truth_log_weight {truth.shape[:1]}, got "
         f"{log_weight.shape} and {truth_log_weight.shape}"
     )
-    levels = np.asarray(levels, dtype=float)
     rng = np.random.default_rng(0) if rng is None else rng
     log_weight = np.where(np.isfinite(log_weight), log_weight, -np.inf)
     truth_log_weight = np.where(np.isfinite(truth_log_weight), truth_log_weight, -np.inf)
@@ -186,7 +233,7 @@ def importance_coverage(
     with np.errstate(invalid="ignore", divide="ignore"):
         u = (below + rng.random(below.shape) * weight_truth[:, None]) / total
     ok = np.isfinite(truth) & (total > 0) & np.isfinite(u)
-    return _coverage_of_pit(u, ok, levels)
+    return np.where(ok, u, np.nan)
 
 
 def coverage_error(
