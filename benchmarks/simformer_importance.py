@@ -144,6 +144,25 @@ def score_stars(proposal, forward, prior, stars: dict, args) -> dict:
     }
 
 
+def score_own_samples(estimator, stars: dict, args) -> dict:
+    """An estimator's own samples (no weights), in the per-star form of :func:`score_stars`."""
+    bands = estimator.config.bands
+    mag, err = (to_bands(stars[k], stars["bands"], bands) for k in ("mag", "err"))
+    arrays = [torch.as_tensor(a) for a in (mag, err, stars["parallax"], stars["parallax_error"])]
+    start = time.perf_counter()
+    with torch.no_grad():
+        samples, _ = estimator.sample(*arrays, n_samples=args.samples)
+    seconds = time.perf_counter() - start
+    samples = samples.cpu().numpy()
+    u = pit(samples, stars["truth"])
+    n = len(samples)
+    return {"index": stars["index"], "truth": stars["truth"], "u_weighted": u, "u_proposal": u,
+            "u_resampled": u, "median": np.median(samples, axis=1),
+            "ess": np.full(n, float(args.samples)), "ood": np.zeros(n, dtype=bool),
+            "truth_weight_finite": np.ones(n, dtype=bool),
+            "seconds": np.array([seconds])}  # fmt: skip
+
+
 def summarise(estimator: str, pattern: str, per_star: dict) -> dict:
     """The figures of one estimator and pattern from its per-star results."""
 
@@ -168,7 +187,9 @@ def summarise(estimator: str, pattern: str, per_star: dict) -> dict:
 
 def save(path: Path, runs: dict) -> None:
     """Per-star results ``runs[(estimator, pattern)]`` to ``path`` (.npz, no pickles)."""
-    arrays = {f"{est}|{pattern}|{key}": value for (est, pattern), per_star in runs.items()
+    arrays = {f"{est}|{pattern}|{key}": value.astype(np.float32) if value.dtype == np.float64
+              and key != "seconds" else value
+              for (est, pattern), per_star in runs.items()
               for key, value in per_star.items()}  # fmt: skip
     np.savez_compressed(path, **arrays)
 
@@ -219,9 +240,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=1000, help="stars per pattern")
     parser.add_argument("--first", type=int, default=0,
                         help="start at this store row (disjoint runs pool: --merge)")  # fmt: skip
+    parser.add_argument("--rows", type=int, default=None,
+                        help="every star with the pattern among store rows [first, first + "
+                             "rows), instead of the first --n")  # fmt: skip
     parser.add_argument("--npe", default=None,
-                        help="also importance-sample the same stars with this set-transformer "
+                        help="score this set-transformer's own samples on the same stars "
                              "('default': the shipped model)")  # fmt: skip
+    parser.add_argument("--npe-importance", action="store_true",
+                        help="importance-sample with the set-transformer as well")  # fmt: skip
     parser.add_argument("--save", default=None, help="per-star results to this .npz")
     parser.add_argument("--merge", nargs="+", default=None,
                         help="report the pooled per-star results of saved runs; stop")  # fmt: skip
@@ -297,28 +323,35 @@ def main(argv: list[str] | None = None) -> None:
     if proposal.config.params != PARAMS:
         parser.error(f"the simformer's physical parameters {proposal.config.params} != {PARAMS}")
     prior = load_default_prior_density(map_location=args.device)
-    data = held_out(args.heldout, model.config.bands, PARAMS, args.first + 4 * args.n)
+    if args.rows is not None:
+        args.n = args.rows
+    last = args.first + (args.rows if args.rows is not None else 4 * args.n)
+    data = held_out(args.heldout, model.config.bands, PARAMS, last)
     data = {key: value[args.first :] for key, value in data.items()}
-    estimators = {"simformer": (proposal, forward)}
+    estimators = {"simformer": lambda stars: score_stars(proposal, forward, prior, stars, args)}
     if args.npe is not None:
         npe = load_estimator(DEFAULT_NPE if args.npe == "default" else args.npe,
                              map_location=args.device)  # fmt: skip
         if tuple(npe.config.params) != PARAMS:
             parser.error(f"the set-transformer's parameters {npe.config.params} != {PARAMS}")
-        estimators["npe"] = (npe, forward)
+        estimators["npe"] = lambda stars: score_own_samples(npe, stars, args)
+        if args.npe_importance:
+            estimators["npe weighted"] = lambda stars: score_stars(npe, forward, prior, stars,
+                                                                   args)  # fmt: skip
     print(f"simformer {args.simformer}: {model.config.default_solver} solver, "
           f"{args.steps or model.config.default_steps} steps; proposal: {described}; "
-          f"set-transformer beside it: {args.npe}; "
+          f"set-transformer beside it: {args.npe} (own samples"
+          f"{', and as proposal' if args.npe_importance else ''}); "
           f"{args.proposals} proposals, "
           f"{args.samples} resampled draws per star; {args.disk_draws} disks per young sample; "
           f"detection pattern {args.detection}, "
           f"variability {args.variability}; device {args.device} "
-          f"({torch.get_num_threads()} threads); store rows from {args.first}")  # fmt: skip
+          f"({torch.get_num_threads()} threads); store rows {args.first} to {last}")  # fmt: skip
     runs, results = {}, []
     for pattern in patterns:
         stars = pattern_stars(data, model.config.bands, pattern, args.n, args.first)
-        for name, (estimator, fwd) in estimators.items():
-            runs[name, pattern] = score_stars(estimator, fwd, prior, stars, args)
+        for name, score in estimators.items():
+            runs[name, pattern] = score(stars)
             results.append(summarise(name, pattern, runs[name, pattern]))
             r = results[-1]
             print(f"{pattern} {name}: {r['stars']} stars, {r['stars_per_s']:.2f} stars/s, "
@@ -333,7 +366,8 @@ def main(argv: list[str] | None = None) -> None:
                "proposals": args.proposals, "noise_scale": args.noise_scale,
                "disk_draws": args.disk_draws, "detection": args.detection,
                "variability": args.variability, "params": list(PARAMS), "npe": args.npe,
-               "first": args.first, "results": results}  # fmt: skip
+               "npe_importance": args.npe_importance, "first": args.first, "last": last,
+               "results": results}  # fmt: skip
     print(json.dumps(summary))
 
 

@@ -57,20 +57,24 @@ def test_every_pattern_is_importance_sampled_and_scored(
                                        transforms=1, flow_hidden=(16,))).save(npe)  # fmt: skip
     common = ["--heldout", str(store), "--simformer", str(model), "--n", "5", "--proposals",
               "8", "--samples", "4", "--steps", "2", "--disk-draws", "2", "--npe", str(npe),
-              "--patterns", "gaia,all+plx"]  # fmt: skip
+              "--patterns", "gaia,all+plx", "--npe-importance"]  # fmt: skip
     benchmark.main([*common, "--save", str(tmp_path / "a.npz")])
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [(r["pattern"], r["estimator"]) for r in first["results"]] == [
-        ("gaia", "simformer"),
-        ("gaia", "npe"),
-        ("all+plx", "simformer"),
-        ("all+plx", "npe"),
+        (pattern, estimator)
+        for pattern in ("gaia", "all+plx")
+        for estimator in ("simformer", "npe", "npe weighted")
     ]
+    for result in first["results"]:
+        assert all(math.isfinite(v) for v in result["mad"] + result["weighted"]), result
     benchmark.main([*common, "--first", "100", "--save", str(tmp_path / "b.npz")])
     capsys.readouterr()
     benchmark.main(["--merge", str(tmp_path / "a.npz"), str(tmp_path / "b.npz")])
     merged = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert [r["stars"] for r in merged["results"]] == [10, 10, 10, 10]
+    assert [r["stars"] for r in merged["results"]] == [10] * 6
+    benchmark.main([*common, "--first", "200", "--rows", "40"])
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rows["last"] == 240 and 0 < rows["results"][0]["stars"] <= 40
     with pytest.raises(SystemExit, match="share stars"):
         benchmark.main(["--merge", str(tmp_path / "a.npz"), str(tmp_path / "a.npz")])
 
