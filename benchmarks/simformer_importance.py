@@ -137,18 +137,32 @@ def score_stars(proposal, forward, prior, stars: dict, args) -> dict:
         likelihood |= {"selection": selection, "in_footprint": footprint}
     if args.variability == "with":
         likelihood["variability"] = VariabilityEvidence.from_surveys(bands)
-    start = time.perf_counter()
-    result = importance_sample(proposal, forward, prior, mag, err, parallax, parallax_error,
-                               n_proposal=args.proposals, n_out=args.samples, seed=args.seed,
-                               batch_size=args.batch, **likelihood)  # fmt: skip
-    seconds = time.perf_counter() - start
-    truth_weight = log_importance_weight(proposal, forward, prior, truth[:, None, :], mag, err,
-                                         parallax, parallax_error, **likelihood)[:, 0]  # fmt: skip
-    truth_weight = truth_weight.cpu().numpy()
-    proposal_samples = result.proposal.cpu().numpy()
-    weights = result.raw_log_weight().cpu().numpy()
-    resampled = result.samples.cpu().numpy()
-    ood = result.ood.cpu().numpy()
+    parts: dict[str, list] = {k: [] for k in ("proposal", "weights", "resampled", "ess", "ood",
+                                               "truth_weight")}  # fmt: skip
+    seconds = 0.0
+    for i, start in enumerate(range(0, len(truth), args.batch)):
+        rows = slice(start, start + args.batch)
+        data = [mag[rows], err[rows], parallax[rows], parallax_error[rows]]
+        batch_likelihood = dict(likelihood)
+        if "in_footprint" in likelihood:
+            batch_likelihood["in_footprint"] = likelihood["in_footprint"][rows]
+        clock = time.perf_counter()
+        result = importance_sample(proposal, forward, prior, *data, n_proposal=args.proposals,
+                                   n_out=args.samples, seed=args.seed + i,
+                                   batch_size=args.batch, **batch_likelihood)  # fmt: skip
+        seconds += time.perf_counter() - clock
+        # the truth's own weight, right after its batch (a kernel proposal reuses its mixture)
+        truth_weight = log_importance_weight(proposal, forward, prior, truth[rows, None, :],
+                                             *data, **batch_likelihood)[:, 0]  # fmt: skip
+        parts["proposal"].append(result.proposal.cpu().numpy())
+        parts["weights"].append(result.raw_log_weight().cpu().numpy())
+        parts["resampled"].append(result.samples.cpu().numpy())
+        parts["ess"].append(result.ess.cpu().numpy())
+        parts["ood"].append(result.ood.cpu().numpy())
+        parts["truth_weight"].append(truth_weight.cpu().numpy())
+    proposal_samples, weights, resampled, ess, ood, truth_weight = (
+        np.concatenate(parts[k]) for k in parts
+    )
     u_resampled = pit(resampled, truth)
     u_resampled[ood] = np.nan  # the flagged stars' draws are not used
     return {
@@ -158,7 +172,7 @@ def score_stars(proposal, forward, prior, stars: dict, args) -> dict:
         "u_proposal": pit(proposal_samples, truth),
         "u_resampled": u_resampled,
         "median": weighted_median(proposal_samples, weights),
-        "ess": result.ess.cpu().numpy(),
+        "ess": ess,
         "ood": ood,
         "truth_weight_finite": np.isfinite(truth_weight),
         "seconds": np.array([seconds]),

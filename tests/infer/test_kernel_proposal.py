@@ -125,6 +125,12 @@ def test_the_proposal_is_a_function_of_each_stars_data(simformer):
     for i in range(5):
         alone = proposal.mixture(mag[i : i + 1], err[i : i + 1])
         assert torch.allclose(alone.means, batch.means[i : i + 1], atol=1e-5)
+    # the last batch's mixture is reused for the same data, and only for it
+    last = proposal.mixture(mag, err)
+    assert proposal.mixture(mag.clone(), err.clone()) is last
+    changed = mag.clone()
+    changed[0, 0] += 0.01
+    assert proposal.mixture(changed, err) is not last
 
 
 class PosteriorSampler:

@@ -303,6 +303,7 @@ class SimformerKernelProposal:
         self.defensive = defensive
         self.update_floor = update_floor
         self.options: dict[str, Any] = {"solver": solver, "steps": steps}
+        self._last: tuple[tuple[Tensor | None, ...], GaussianMixture] | None = None
 
     def mixture(
         self,
@@ -311,7 +312,26 @@ class SimformerKernelProposal:
         parallax: Tensor | None = None,
         parallax_error: Tensor | None = None,
     ) -> GaussianMixture:
-        """The mixture of these stars."""
+        """The mixture of these stars.
+
+        The last batch's mixture is kept: the weights of given points for the stars just
+        sampled (:func:`~ysoscale.infer.importance.log_importance_weight`, e.g. of the truth)
+        reuse it instead of sampling the simformer again."""
+        key = tuple(None if a is None else torch.as_tensor(a)
+                    for a in (mag, mag_err, parallax, parallax_error))  # fmt: skip
+        if self._last is not None and all(map(_same, key, self._last[0])):
+            return self._last[1]
+        mixture = self._mixture(mag, mag_err, parallax, parallax_error)
+        self._last = (tuple(None if a is None else a.clone() for a in key), mixture)
+        return mixture
+
+    def _mixture(
+        self,
+        mag: Tensor,
+        mag_err: Tensor,
+        parallax: Tensor | None,
+        parallax_error: Tensor | None,
+    ) -> GaussianMixture:
         model = self.model
         device = model.loc.device
         mag, mag_err = (torch.as_tensor(a, device=device) for a in (mag, mag_err))
@@ -393,6 +413,16 @@ class SimformerKernelProposal:
     ) -> MixtureDensity:
         """The proposal of these stars, with a ``log_prob`` like a flow's."""
         return MixtureDensity(self.mixture(mag, mag_err, parallax, parallax_error))
+
+
+def _same(a: Tensor | None, b: Tensor | None) -> bool:
+    """The same values (NaN equal to NaN), shape and dtype; or both None."""
+    if a is None or b is None:
+        return a is b
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    return bool(torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0),
+                                                                  b.nan_to_num(0.0)))  # fmt: skip
 
 
 @dataclass
