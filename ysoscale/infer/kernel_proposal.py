@@ -19,10 +19,10 @@ update), so ``m_k`` and ``P_k = H⁻¹ + Jᵀ W J`` put the component on the thi
 magnitudes allow, which no estimator trained with finite data resolves to 0.01 mag. The
 ``α`` share of un-updated kernels keeps the proposal's tails (defensive mixture).
 
-Against the exact density of the simformer's own ODE samples as proposal, on the same
-2,000 held-out stars per condition pattern (``benchmarks/simformer_importance.py``, 2-core
-CPU): median ESS 6.2-6.7 of 128 instead of 3.0-5.3, 8 % of stars below the 1 % efficiency
-flag instead of 23-30 %, and 17-36 stars/s instead of about 5.
+With the shipped CPU simformer on the 2-core CPU (``benchmarks/simformer_importance.py``,
+41,000-60,000 held-out stars per condition pattern): median ESS 6.5-6.9 of 128 (the exact
+ODE density as proposal: 3-5), 7-9 % of stars below the 1 % efficiency flag (23-30 %),
+35-42 stars/s (about 5), and the weighted posterior within 0.010 of nominal coverage.
 
 The density is a log-sum-exp over ``2K`` Gaussians (float64), exact and cheap at any
 point. The samples start from the same noise (:data:`KERNEL_SEED`) for every star and the
