@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from ysoscale.infer.importance import predict_magnitudes
-from ysoscale.infer.simformer_proposal import ProposalConfig
+from ysoscale.infer.simformer_proposal import SimformerPhysical
 from ysoscale.nn.simformer import Simformer
 from ysoscale.nn.tokenizer import observed_bands
 
@@ -228,7 +228,7 @@ def likelihood_update(
     return means, torch.where(ok[..., None, None], updated.L, kernel), ok
 
 
-class SimformerKernelProposal:
+class SimformerKernelProposal(SimformerPhysical):
     """A Gaussian mixture on a simformer's samples, as an importance-sampling proposal.
 
     Plugs into :func:`~ysoscale.infer.importance.importance_sample` and
@@ -286,11 +286,8 @@ class SimformerKernelProposal:
         solver: str | None = None,
         steps: int | None = None,
     ) -> None:
-        params = model.config.params
-        self.model = model
+        super().__init__(model)
         self.forward = forward
-        self.keep = [i for i, p in enumerate(params) if p != "has_disk"]
-        self.config = ProposalConfig(tuple(params[i] for i in self.keep), model.config.bands)
         if n_centres < len(self.keep) + 1:
             raise ValueError(f"n_centres ({n_centres}) must exceed the number of parameters "
                              f"({len(self.keep)}) for a full-rank kernel covariance")  # fmt: skip
@@ -332,23 +329,19 @@ class SimformerKernelProposal:
         parallax: Tensor | None,
         parallax_error: Tensor | None,
     ) -> GaussianMixture:
-        model = self.model
-        device = model.loc.device
+        device = self.model.loc.device
         mag, mag_err = (torch.as_tensor(a, device=device) for a in (mag, mag_err))
         if parallax is not None and parallax_error is not None:
             parallax, parallax_error = (torch.as_tensor(a, device=device)
                                         for a in (parallax, parallax_error))  # fmt: skip
-        n = mag.shape[0]
-        generator = torch.Generator().manual_seed(KERNEL_SEED)
-        noise = torch.randn(self.n_centres, model.n_param, generator=generator)
-        noise = noise.to(device).expand(n, -1, -1)
-        samples = model.sample_from_noise(mag, mag_err, parallax, parallax_error, noise,
-                                          **self.options)  # fmt: skip
+        samples = self.fixed_noise_samples((mag, mag_err, parallax, parallax_error),
+                                           self.n_centres, KERNEL_SEED, **self.options)  # fmt: skip
         kernel = GaussianMixture.kernel(samples[..., self.keep], self.bandwidth)
         if self.forward is None or self.defensive == 1.0:
             return kernel
         observed, weight = self._measurements(mag, mag_err, parallax, parallax_error)
-        cov = _kernel_covariance(kernel.means, self.bandwidth)
+        tril = kernel.scale_tril[:, 0]  # the kernels share one covariance
+        cov = tril @ tril.transpose(1, 2)
         means, tril, _ = likelihood_update(kernel.means, cov, self._observe, observed, weight)
         share = torch.tensor([math.log(self.defensive), math.log1p(-self.defensive)])
         log_weight = torch.cat([kernel.log_weight + share[0], kernel.log_weight + share[1]], 1)
@@ -381,12 +374,6 @@ class SimformerKernelProposal:
         mag, valid = predict_magnitudes(self.forward, theta.float(), params, bands)
         parallax = 1000.0 / 10.0 ** theta[:, params.index("log10_distance")]
         return torch.cat([mag.double(), parallax[:, None]], dim=1), valid
-
-    def parameters(self):  # noqa: ANN201  (the importance sampler reads the device)
-        return self.model.parameters()
-
-    def buffers(self):  # noqa: ANN201
-        return self.model.buffers()
 
     def sample(
         self,

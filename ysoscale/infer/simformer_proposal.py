@@ -63,7 +63,35 @@ class ProposalConfig:
     bands: tuple[str, ...]
 
 
-class SimformerProposal:
+class SimformerPhysical:
+    """What every simformer-based proposal shares: the model, its physical parameters
+    (``has_disk`` dropped: ``keep``, ``config``), the device the importance sampler reads
+    (``parameters``, ``buffers``), and samples from a fixed noise."""
+
+    def __init__(self, model: Simformer) -> None:
+        params = model.config.params
+        self.model = model
+        self.keep = [i for i, p in enumerate(params) if p != "has_disk"]
+        self.config = ProposalConfig(tuple(params[i] for i in self.keep), model.config.bands)
+
+    def parameters(self) -> Iterator[Tensor]:
+        return self.model.parameters()
+
+    def buffers(self) -> Iterator[Tensor]:
+        return self.model.buffers()
+
+    def fixed_noise_samples(self, arrays: tuple[Any, ...], n_samples: int, seed: int,
+                            **options: Any) -> Tensor:  # fmt: skip
+        """Joint samples ``(n, n_samples, n_param)`` of these stars, all from the same
+        noise (seeded by ``seed``): a function of each star's data alone."""
+        model = self.model
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn(n_samples, model.n_param, generator=generator)
+        noise = noise.to(model.loc.device).expand(torch.as_tensor(arrays[0]).shape[0], -1, -1)
+        return model.sample_from_noise(*arrays, noise, **options)
+
+
+class SimformerProposal(SimformerPhysical):
     """Samples and exact log-densities of a simformer, over the physical parameters.
 
     Parameters
@@ -96,11 +124,8 @@ class SimformerProposal:
     ) -> None:
         if isinstance(disk, str) and disk != "auto":
             raise ValueError(f'disk must be "auto" or a has_disk value, got {disk!r}')
-        params = model.config.params
-        self.model = model
-        self.disk = disk if "has_disk" in params else None
-        self.keep = [i for i, p in enumerate(params) if p != "has_disk"]
-        self.config = ProposalConfig(tuple(params[i] for i in self.keep), model.config.bands)
+        super().__init__(model)
+        self.disk = disk if "has_disk" in model.config.params else None
         self.options: dict[str, Any] = {"solver": solver, "steps": steps,
                                         "noise_scale": noise_scale,
                                         "max_tokens": max_tokens}  # fmt: skip
@@ -112,21 +137,11 @@ class SimformerProposal:
             return {}
         if self.disk != "auto":
             return {"has_disk": float(self.disk)}
-        model = self.model
-        mag = torch.as_tensor(arrays[0])
-        generator = torch.Generator().manual_seed(DISK_STATE_SEED)
-        noise = torch.randn(DISK_STATE_SAMPLES, model.n_param, generator=generator)
-        noise = noise.to(model.loc.device).expand(mag.shape[0], -1, -1)
-        joint = model.sample_from_noise(*arrays, noise, solver=self.options["solver"],
-                                        steps=self.options["steps"])  # fmt: skip
-        has_disk = joint[..., model.config.params.index("has_disk")] > 0.5
+        joint = self.fixed_noise_samples(arrays, DISK_STATE_SAMPLES, DISK_STATE_SEED,
+                                         solver=self.options["solver"],
+                                         steps=self.options["steps"])  # fmt: skip
+        has_disk = joint[..., self.model.config.params.index("has_disk")] > 0.5
         return {"has_disk": (has_disk.float().mean(dim=1) > 0.5).float()}
-
-    def parameters(self) -> Iterator[Tensor]:
-        return self.model.parameters()
-
-    def buffers(self) -> Iterator[Tensor]:
-        return self.model.buffers()
 
     def sample(
         self,
@@ -183,5 +198,6 @@ __all__ = [
     "DISK_STATE_SEED",
     "ProposalConfig",
     "ProposalDensity",
+    "SimformerPhysical",
     "SimformerProposal",
 ]
