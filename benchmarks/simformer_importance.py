@@ -44,6 +44,7 @@ benchmarks/heldout_independent.toml --workers 2 --out heldout_independent.zarr``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -51,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import xarray as xr
 
 from ysoscale.infer.importance import DiskMarginal, importance_sample, log_importance_weight
 from ysoscale.infer.kernel_proposal import (
@@ -112,7 +114,7 @@ def to_bands(values: np.ndarray, source: tuple[str, ...], target: tuple[str, ...
 
 
 def pattern_stars(data: dict, bands: tuple[str, ...], pattern: str, n: int, first: int) -> dict:
-    """The first ``n`` held-out stars with the pattern (store rows from ``first`` on)."""
+    """The first ``n`` held-out stars with the pattern (rows from ``first`` on)."""
     surveys, plx = PATTERNS[pattern]
     rows, mag, err, parallax, parallax_error = restrict(data, bands, surveys, plx)
     index = first + np.flatnonzero(rows)[:n]
@@ -220,28 +222,53 @@ def summarise(estimator: str, pattern: str, per_star: dict) -> dict:
     }
 
 
-def save(path: Path, runs: dict) -> None:
-    """Per-star results ``runs[(estimator, pattern)]`` to ``path`` (.npz, no pickles)."""
+def store_identity(store: str | Path) -> str:
+    """The held-out store's identity: a hash of the configuration that simulated it.
+
+    Stores are bitwise reproducible from their configuration, so two stores with the same
+    identity hold the same stars and two with different ones (another seed) do not.
+    """
+    with xr.open_zarr(store) as ds:
+        config = ds.attrs.get("config", "")
+    if not config:
+        raise SystemExit(f"{store} records no simulation config; is it a ysoscale store?")
+    return hashlib.sha256(config.encode()).hexdigest()[:16]
+
+
+def save(path: Path, runs: dict, store: str) -> None:
+    """Per-star results ``runs[(estimator, pattern)]`` of the held-out store with identity
+    ``store`` (:func:`store_identity`) to ``path`` (.npz, no pickles)."""
     arrays = {f"{est}|{pattern}|{key}": value.astype(np.float32) if value.dtype == np.float64
               and key != "seconds" else value
               for (est, pattern), per_star in runs.items()
               for key, value in per_star.items()}  # fmt: skip
+    arrays |= {f"{est}|{pattern}|store": np.array([store]) for est, pattern in runs}
     np.savez_compressed(path, **arrays)
 
 
 def load_runs(paths: list[str]) -> dict:
-    """Per-star results of several saved runs, pooled; a star in two runs is an error."""
+    """Per-star results of several saved runs, pooled; a star in two runs is an error.
+
+    A star is its held-out store and its row there. Runs saved before the store was
+    recorded count as one unnamed store.
+    """
     runs: dict = {}
     for path in paths:
         with np.load(path, allow_pickle=False) as saved:
+            per_run: dict = {}
             for name in saved.files:
                 est, pattern, key = name.split("|")
-                runs.setdefault((est, pattern), {}).setdefault(key, []).append(saved[name])
+                per_run.setdefault((est, pattern), {})[key] = saved[name]
+        for run, per_star in per_run.items():
+            store = str(per_star.pop("store", np.array([""]))[0])
+            per_star["store"] = np.full(len(per_star["index"]), store)
+            for key, value in per_star.items():
+                runs.setdefault(run, {}).setdefault(key, []).append(value)
     pooled = {run: {key: np.concatenate(parts) for key, parts in per_star.items()}
               for run, per_star in runs.items()}  # fmt: skip
     for (est, pattern), per_star in pooled.items():
-        index = per_star["index"]
-        if len(np.unique(index)) != len(index):
+        stars = np.char.add(np.char.add(per_star["store"], ":"), per_star["index"].astype(str))
+        if len(np.unique(stars)) != len(stars):
             raise SystemExit(f"{est} {pattern}: the saved runs share stars; pool disjoint ones")
     return pooled
 
@@ -277,10 +304,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--simformer", default=str(DEFAULT_MODEL), help="simformer directory")
     parser.add_argument("--n", type=int, default=1000, help="stars per pattern")
     parser.add_argument("--first", type=int, default=0,
-                        help="start at this store row (disjoint runs pool: --merge)")  # fmt: skip
+                        help="start at this row of the held-out stars with a band of the "
+                             "simformer, in the loader's fixed order (disjoint runs pool: "
+                             "--merge)")  # fmt: skip
     parser.add_argument("--rows", type=int, default=None,
-                        help="every star with the pattern among store rows [first, first + "
-                             "rows), instead of the first --n")  # fmt: skip
+                        help="every star with the pattern among rows [first, first + rows), "
+                             "instead of the first --n")  # fmt: skip
     parser.add_argument("--npe", default=None,
                         help="score this set-transformer's own samples on the same stars "
                              "('default': the shipped model)")  # fmt: skip
@@ -365,7 +394,12 @@ def main(argv: list[str] | None = None) -> None:
         args.n = args.rows
     last = args.first + (args.rows if args.rows is not None else 4 * args.n)
     data = held_out(args.heldout, model.config.bands, PARAMS, last)
+    readable = len(data["theta"])
+    if readable <= args.first:
+        parser.error(f"--first {args.first} is past the end: {args.heldout} has {readable} "
+                     "stars with a band of the simformer")  # fmt: skip
     data = {key: value[args.first :] for key, value in data.items()}
+    store = store_identity(args.heldout)
     estimators = {"simformer": lambda stars: score_stars(proposal, forward, prior, stars, args)}
     if args.npe is not None:
         npe = load_estimator(DEFAULT_NPE if args.npe == "default" else args.npe,
@@ -384,10 +418,14 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.samples} resampled draws per star; {args.disk_draws} disks per young sample; "
           f"detection pattern {args.detection}, "
           f"variability {args.variability}; device {args.device} "
-          f"({torch.get_num_threads()} threads); store rows {args.first} to {last}")  # fmt: skip
+          f"({torch.get_num_threads()} threads); rows {args.first} to {min(last, readable)} "
+          f"of the {args.heldout} stars with a band of the simformer")  # fmt: skip
     runs, results = {}, []
     for pattern in patterns:
         stars = pattern_stars(data, model.config.bands, pattern, args.n, args.first)
+        if not len(stars["index"]):
+            print(f"{pattern}: no stars with the pattern in these rows; skipped", flush=True)
+            continue
         for name, score in estimators.items():
             runs[name, pattern] = score(stars)
             results.append(summarise(name, pattern, runs[name, pattern]))
@@ -396,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"median ESS {r['median_ess']:.1f}, OOD {r['ood_fraction']:.1%}",
                   flush=True)  # fmt: skip
             if args.save:
-                save(Path(args.save), runs)  # after every pattern: a cut run keeps its stars
+                save(Path(args.save), runs, store)  # after every pattern: a cut run keeps its stars
     report(results)
     summary = {"simformer": args.simformer, "steps": args.steps or model.config.default_steps,
                "proposal": args.proposal, "centres": args.centres, "bandwidth": args.bandwidth,
@@ -404,7 +442,8 @@ def main(argv: list[str] | None = None) -> None:
                "proposals": args.proposals, "noise_scale": args.noise_scale,
                "disk_draws": args.disk_draws, "detection": args.detection,
                "variability": args.variability, "params": list(PARAMS), "npe": args.npe,
-               "npe_importance": args.npe_importance, "first": args.first, "last": last,
+               "npe_importance": args.npe_importance, "store": store, "first": args.first,
+               "last": min(last, readable),
                "results": results}  # fmt: skip
     print(json.dumps(summary))
 

@@ -20,9 +20,10 @@ magnitudes allow, which no estimator trained with finite data resolves to 0.01 m
 ``α`` share of un-updated kernels keeps the proposal's tails (defensive mixture).
 
 With the shipped CPU simformer on the 2-core CPU (``benchmarks/simformer_importance.py``,
-47,773-70,000 held-out stars per condition pattern): median ESS 6.6-6.9 of 128 (the exact
-ODE density as proposal: 3-5), 7-9 % of stars below the 1 % efficiency flag (23-30 %),
-35-41 stars/s (about 5), and the weighted posterior within 0.009 of nominal coverage.
+68,268-100,000 independent held-out stars per condition pattern): median ESS 6.6-6.9 of 128
+(the exact ODE density as proposal: 3-5), 7-9 % of stars below the 1 % efficiency flag
+(23-30 %), 35-42 stars/s (about 5), and the weighted posterior within 0.009 of nominal
+coverage.
 
 The density is a log-sum-exp over ``2K`` Gaussians (float64), exact and cheap at any
 point. The samples start from the same noise (:data:`KERNEL_SEED`) for every star and the
