@@ -314,6 +314,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         gpu=args.gpu,
+        importance=args.importance,
         **({} if args.young_age_myr is None else {"young_age_myr": args.young_age_myr}),
     )
     print(report.summary())
@@ -521,6 +522,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MYR",
         help="age threshold of p_young = P(age < threshold | data) in the cube and summary "
         "(default: ysoscale.nn.predictive.DEFAULT_AGE_THRESHOLD_MYR, 10 Myr)",
+    )
+    inf.add_argument(
+        "--importance",
+        action="store_true",
+        help="importance-weight the samples by the forward model's likelihood and the "
+        "prior: calibrated posteriors (log_weight, ess in the cube; weighted summaries; "
+        "LOW_ESS flag), at some cost in speed",
     )
     inf.add_argument(
         "--xp",

@@ -253,3 +253,66 @@ def test_infer_with_a_simformer_model(tmp_path, one_thread):
         direct["samples"][:, :, :n_param], samples[order][:, :, :n_param], rtol=1e-5, atol=1e-5
     )
     assert np.isnan(direct["log_prob"]).all()
+
+
+def test_importance_weighted_run(tmp_path, model_dir, catalog):
+    """``--importance``: log weights and ESS in the cube, weighted summaries, LOW_ESS flags;
+    a cube of an unweighted run is not resumed as a weighted one."""
+    from ysoscale.infer.cube import LOW_ESS
+    from ysoscale.infer.kernel import P16
+
+    catalog.iloc[:60].to_parquet(tmp_path / "catalog.parquet")
+    code = main([
+        "infer", str(tmp_path / "catalog.parquet"), "--out", str(tmp_path / "out"),
+        "--model", str(model_dir), "--samples", "16", "--workers", "0", "--importance",
+    ])  # fmt: skip
+    assert code == 0
+    cube = open_cube(tmp_path / "out" / "posteriors.zarr")
+    assert json.loads(cube.attrs["run_config"])["importance"] is True
+    assert cube.log_weight.dims == ("star", "sample") and cube.ess.dims == ("star",)
+    log_weight, ess = cube.log_weight.values.astype(np.float64), cube.ess.values
+    sampled = np.isfinite(ess)
+    assert sampled.sum() > 40
+    alive = sampled & (ess > 0)
+    assert alive.any()
+    np.testing.assert_allclose(np.logaddexp.reduce(log_weight[alive], axis=1), 0.0, atol=1e-4)
+    low = (cube.flags.values & LOW_ESS) != 0
+    assert np.array_equal(low, sampled & (ess < 0.01 * 16))
+    # the summary is the weighted one: the p16 of a parameter by hand
+    samples = cube.samples.sel(param="log10_age").values
+    p16 = cube.summary.sel(stat="p16", param="log10_age").values
+    for star in np.flatnonzero(alive)[:5]:
+        weight = np.exp(log_weight[star])
+        order = np.argsort(samples[star])
+        share = np.cumsum(weight[order]) / weight.sum()
+        assert p16[star] == pytest.approx(samples[star][order][np.searchsorted(share, P16)])
+    summary = lsdb.open_catalog(tmp_path / "out" / "summary").compute()
+    assert len(summary) == 60
+    with pytest.raises(ValueError, match="another run_config"):
+        infer(tmp_path / "catalog.parquet", tmp_path / "out", model=model_dir, n_samples=16,
+              workers=0, progress=False)  # fmt: skip
+
+
+def test_importance_with_a_simformer_and_a_model_without_physical_parameters(tmp_path):
+    import torch
+
+    from tests.infer import BANDS, synthetic_catalog
+    from ysoscale.nn import Simformer, SimformerConfig
+
+    torch.manual_seed(0)
+    config = SimformerConfig(bands=BANDS, width=16, heads=2, depth=1, ff=32, default_steps=2)
+    model_dir = Simformer(config).save(tmp_path / "simformer")
+    synthetic_catalog(40, seed=4).to_parquet(tmp_path / "catalog.parquet")
+    report = infer(tmp_path / "catalog.parquet", tmp_path / "run", model=model_dir,
+                   n_samples=8, workers=0, progress=False, importance=True)  # fmt: skip
+    cube = open_cube(report.cube)
+    assert "has_disk" not in cube.param.values and "log10_age" in cube.param.values
+    assert np.isnan(cube.p_disk.values).all()  # the disk is marginalised by the weights
+    assert np.isfinite(cube.ess.values).sum() > 30
+    atmospheric = SimformerConfig(bands=BANDS, params=("teff", "logg", "mh", "av", "rv",
+                                                       "distance_modulus"),
+                                  width=16, heads=2, depth=1, ff=32)  # fmt: skip
+    other = Simformer(atmospheric).save(tmp_path / "atmospheric")
+    with pytest.raises(ValueError, match="physical parameters"):
+        infer(tmp_path / "catalog.parquet", tmp_path / "run2", model=other, n_samples=8,
+              workers=0, progress=False, importance=True)  # fmt: skip

@@ -14,6 +14,13 @@ Layout (zarr, opened with ``xarray.open_zarr`` or :func:`open_cube`)::
                                                = CONDITION_PATTERN_BITS[i] (gaia 1, tmass 2,
                                                wise 4, ps1 8, sdss 16, galex 32, skymapper 64,
                                                parallax 128); 0 if not inferred
+    log_weight (star, sample)         float32  with importance weighting only (``infer
+                                               --importance``): self-normalised log weight of
+                                               each sample (-inf = weight zero); summary and
+                                               p_young are then weighted
+    ess        (star)                 float32  with importance weighting only: effective
+                                               sample size (Σw)²/Σw²; stars below the
+                                               threshold get flags LOW_ESS
     source_id  (star)  coordinate     int64    the input's source_id; -1 on padding rows
     healpix29  (star)  coordinate     int64    HEALPix order-29 nested index; -1 if unknown
     param, stat        coordinates             names; units/descriptions in their attrs
@@ -59,18 +66,26 @@ PADDING = 1 << 31
 """Flag of the rows that complete a partition's last chunk; they hold no star."""
 NOT_WRITTEN = 1 << 30
 """Flag (the store's fill value) of rows whose partition has not been written yet."""
+LOW_ESS = 1 << 29
+"""Flag of stars whose importance weights have an effective sample size below the threshold
+(:class:`~ysoscale.infer.kernel.SampleWeighting` ``ood_threshold``): the estimator's samples
+barely overlap the likelihood (out of distribution, or the forward model cannot explain the
+star); their weighted summaries rest on a few samples, or none."""
 
 FLAG_BITS: dict[str, int] = {
     **{flag.name: int(flag) for flag in RowFlag},
+    "LOW_ESS": LOW_ESS,
     "NOT_WRITTEN": NOT_WRITTEN,
     "PADDING": PADDING,
 }
 FLAG_MEANINGS: dict[str, str] = {
     **{flag.name: text for flag, text in FLAG_DESCRIPTIONS.items()},
+    "LOW_ESS": "importance weighting: effective sample size below the threshold (the "
+    "estimator's samples barely overlap the likelihood)",
     "NOT_WRITTEN": "the star's partition has not been inferred yet (interrupted run)",
     "PADDING": "padding row completing its partition's last chunk; no star",
 }
-assert not (PADDING | NOT_WRITTEN) & sum(int(f) for f in RowFlag), "flag bits overlap"
+assert not (PADDING | NOT_WRITTEN | LOW_ESS) & sum(int(f) for f in RowFlag), "flag bits overlap"
 
 PARAM_UNITS: dict[str, str] = {
     "log10_mass": "dex(M_sun)",
@@ -123,6 +138,8 @@ STAR_VARIABLES = (
     "healpix29",
 )
 """Variables (and coordinates) along ``star`` that every partition writes."""
+WEIGHT_VARIABLES = ("log_weight", "ess")
+"""Variables along ``star`` of a cube with importance weights (``weighted``)."""
 
 
 @dataclass(frozen=True)
@@ -196,8 +213,10 @@ def template(
     params: Sequence[str],
     n_samples: int,
     attrs: Mapping[str, Any],
+    weighted: bool = False,
 ) -> xr.Dataset:
-    """The lazily-allocated cube (nothing computed), with every attribute of the schema."""
+    """The lazily-allocated cube (nothing computed), with every attribute of the schema;
+    with ``weighted`` also :data:`WEIGHT_VARIABLES`."""
     n, chunk, n_param = layout.n_star, layout.star_chunk, len(params)
     young_age_myr = float(attrs.get("young_age_myr", DEFAULT_AGE_THRESHOLD_MYR))
 
@@ -268,6 +287,21 @@ def template(
             },
         ),
     }
+    if weighted:
+        data_vars["log_weight"] = (
+            ("star", "sample"),
+            lazy((n, n_samples), np.nan, "float32"),
+            {"description": "self-normalised log importance weight of each sample, "
+             "log(p(theta) L(x | theta) / q(theta | x)) normalised to logsumexp 0; -inf = "
+             "weight zero; NaN if not inferred. summary and p_young are weighted by it",
+             "units": ""},
+        )  # fmt: skip
+        data_vars["ess"] = (
+            ("star",),
+            lazy((n,), np.nan, "float32"),
+            {"description": "effective sample size of the importance weights, "
+             "(sum w)^2 / sum w^2; NaN if not inferred", "units": ""},
+        )  # fmt: skip
     partition = {
         "partition_rows": (layout.rows, "input rows of the partition"),
         "partition_start": (layout.start, "first star index of the partition"),
@@ -325,6 +359,7 @@ def create_or_check(
     params: Sequence[str],
     n_samples: int,
     attrs: Mapping[str, Any],
+    weighted: bool = False,
 ) -> None:
     """Create the empty cube, or check that an existing one belongs to this run.
 
@@ -342,7 +377,8 @@ def create_or_check(
     path = Path(path)
     if _exists(path):
         with xr.open_zarr(path) as existing:
-            missing = [v for v in STAR_VARIABLES if v not in existing.variables]
+            wanted = (*STAR_VARIABLES, *(WEIGHT_VARIABLES if weighted else ()))
+            missing = [v for v in wanted if v not in existing.variables]
             if missing:
                 raise ValueError(
                     f"{path} was written by an older ysoscale without the variable(s) "
@@ -375,7 +411,7 @@ def create_or_check(
                 "or row counts differ); use a new --out or delete it to start over"
             )
         return
-    dataset = template(layout, params, n_samples, attrs)
+    dataset = template(layout, params, n_samples, attrs, weighted)
     # lz4 + byte shuffle: several times faster to write than zstd for a little more disk
     fast = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
     encoding: dict[str, dict[str, Any]] = {
@@ -415,7 +451,8 @@ class CubeWriter:
         self.chunk = int(self.group.attrs["star_chunk"])
 
     def write(self, start: int, block: Mapping[str, np.ndarray]) -> None:
-        """Write ``block`` (every variable of :data:`STAR_VARIABLES`) at ``start``.
+        """Write ``block`` (every variable of :data:`STAR_VARIABLES`, and those of
+        :data:`WEIGHT_VARIABLES` it holds) at ``start``.
 
         ``start`` and the block length must be multiples of the chunk length: a write
         never touches a chunk it does not fill.
@@ -424,7 +461,7 @@ class CubeWriter:
         assert start % self.chunk == 0 and n % self.chunk == 0, (
             f"write of {n} rows at {start} is not chunk-aligned (chunk {self.chunk})"
         )
-        for name in STAR_VARIABLES:
+        for name in (*STAR_VARIABLES, *(v for v in WEIGHT_VARIABLES if v in block)):
             self.group[name][start : start + n] = block[name]
 
     def mark_done(self, index: int) -> None:
@@ -442,6 +479,7 @@ def padded_block(
 
     Every variable of :data:`STAR_VARIABLES` must be given except ``p_young``, ``p_disk``
     and ``condition_pattern``, which default to their not-inferred values (NaN, NaN, 0).
+    :data:`WEIGHT_VARIABLES` are in the block only if given.
 
     Examples
     --------
@@ -462,12 +500,16 @@ def padded_block(
         "condition_pattern": ((size,), 0, np.uint16),
         "source_id": ((size,), -1, np.int64),
         "healpix29": ((size,), -1, np.int64),
+        "log_weight": ((size, n_samples), np.nan, np.float32),
+        "ess": ((size,), np.nan, np.float32),
     }
     optional = ("p_young", "p_disk", "condition_pattern")
     unknown = set(arrays) - set(fills)
     assert not unknown, f"padded_block: unknown variable(s) {sorted(unknown)}"
     block = {}
     for name, (shape, fill, dtype) in fills.items():
+        if name in WEIGHT_VARIABLES and name not in arrays:
+            continue
         out = np.full(shape, fill, dtype=dtype)
         if name in arrays or name not in optional:
             out[:n_rows] = arrays[name]

@@ -429,7 +429,7 @@ def _log_likelihood(
     columns: list[int | None],
     data: tuple[Tensor | None, ...],
     settings: _Settings,
-    generator: torch.Generator | None,
+    generator: torch.Generator | Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """Log-likelihood and validity ``(n, S)`` of samples ``theta (n, S, P)``.
 
@@ -483,12 +483,19 @@ def _disk_predictions(
     columns: list[int | None],
     rows: Tensor,
     disk: DiskMarginal,
-    generator: torch.Generator | None,
+    generator: torch.Generator | Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Magnitudes and validity with ``disk.n_draws`` prior disks around each sample in
-    ``rows`` (flat sample indices), and the flat sample index of every prediction."""
+    ``rows`` (flat sample indices), and the flat sample index of every prediction.
+
+    ``generator`` draws the disks' uniforms, or is them: a tensor ``(N, n_draws, 2)`` over
+    all ``N`` flat samples (:func:`weigh_samples`)."""
     rep = rows.repeat_interleave(disk.n_draws)
-    u = torch.rand(2, rep.numel(), generator=generator, device=rows.device, dtype=torch.float64)
+    if isinstance(generator, Tensor):
+        u = generator[rows].reshape(-1, 2).T.to(device=rows.device, dtype=torch.float64)
+    else:
+        u = torch.rand(2, rep.numel(), generator=generator, device=rows.device,
+                       dtype=torch.float64)  # fmt: skip
     (f_lo, f_hi), (t_lo, t_hi) = disk.frac_range, disk.temp_range_k
     frac = torch.exp(math.log(f_lo) + u[0] * math.log(f_hi / f_lo))
     temp = torch.exp(math.log(t_lo) + u[1] * math.log(t_hi / t_lo))
@@ -776,6 +783,72 @@ def log_importance_weight(
     return _raw_log_weight(log_prior, log_lik, log_q, valid)
 
 
+def weigh_samples(
+    forward: Any,
+    prior: PriorLogDensity,
+    params: Sequence[str],
+    bands: Sequence[str],
+    theta: Tensor,
+    log_q: Tensor,
+    mag: Tensor,
+    mag_err: Tensor,
+    parallax: Tensor | None = None,
+    parallax_error: Tensor | None = None,
+    *,
+    error_floor: float = DEFAULT_ERROR_FLOOR,
+    disk: DiskMarginal | None = DEFAULT_DISK,
+    disk_uniform: Tensor | None = None,
+) -> Tensor:
+    """Unnormalised log importance weights of samples whose proposal density is known.
+
+    What :func:`importance_sample` computes for its own draws, for draws made elsewhere:
+    the inference kernel draws them from per-star keyed noise (so that a star's result does
+    not depend on its batch) and passes its disks' uniforms the same way.
+
+    Parameters
+    ----------
+    forward, prior, error_floor, disk
+        As in :func:`importance_sample`.
+    params, bands : sequence of str
+        The proposal's parameters (physical set) and the column order of ``mag``.
+    theta : Tensor (n, S, n_param)
+        Samples, physical units.
+    log_q : Tensor (n, S)
+        Their proposal log-density.
+    mag, mag_err, parallax, parallax_error : Tensor
+        ``(n, n_band)``, ``(n,)``; NaN = not observed.
+    disk_uniform : Tensor (n, S, disk.n_draws, 2), optional
+        Uniforms of the Monte Carlo disks of each sample (default: ``torch.rand``).
+
+    Returns
+    -------
+    Tensor (n, S), float64
+        ``log p + log L - log q``; ``-inf`` where the forward model cannot compute the
+        sample or it is outside the prior.
+
+    Examples
+    --------
+    See ``tests/infer/test_importance.py`` (it needs the model grids).
+    """
+    params = tuple(params)
+    n, size, n_param = theta.shape
+    columns = _band_columns(bands, forward.bands)
+    settings = _Settings(0, 0, False, True, error_floor, disk)
+    uniforms = None
+    if disk_uniform is not None and disk is not None:
+        expected = (n, size, disk.n_draws, 2)
+        if tuple(disk_uniform.shape) != expected:
+            raise ValueError(f"disk_uniform must be {expected}, got {tuple(disk_uniform.shape)}")
+        uniforms = disk_uniform.reshape(n * size, disk.n_draws, 2)
+    with torch.no_grad():
+        log_prior = torch.as_tensor(prior.log_prob(theta.reshape(-1, n_param)))
+        log_prior = log_prior.to(theta.device).view(n, size)
+        data = (mag, mag_err, parallax, parallax_error, None)
+        log_lik, valid = _log_likelihood(forward, theta, params, columns, data, settings,
+                                         uniforms)  # fmt: skip
+    return _raw_log_weight(log_prior, log_lik, log_q, valid)
+
+
 def _footprint_tensor(
     in_footprint: Any, selection: DetectionSelection | None, n: int, device: torch.device
 ) -> Tensor | None:
@@ -851,4 +924,5 @@ __all__ = [
     "photometric_log_likelihood",
     "predict_magnitudes",
     "systematic_resample",
+    "weigh_samples",
 ]

@@ -17,11 +17,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.special import ndtri
 
+from ysoscale.infer.importance import (
+    DEFAULT_DISK,
+    DEFAULT_ERROR_FLOOR,
+    DEFAULT_OOD_THRESHOLD,
+    DiskMarginal,
+    effective_sample_size,
+    normalise_log_weights,
+    weigh_samples,
+)
+from ysoscale.infer.kernel_proposal import SimformerKernelProposal
 from ysoscale.nn.batching import stars_per_call
 from ysoscale.nn.npe import PosteriorEstimator
 from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR, p_disk, p_young
@@ -86,6 +98,32 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def keyed_uniform(
+    keys: np.ndarray, seed: int, n_samples: int, n_values: int, stream: int = 0
+) -> np.ndarray:
+    """Uniform draws in (0, 1) ``(n, n_samples, n_values)`` float64, a pure function of each
+    key, the seed and the ``stream`` (independent streams for different uses of one seed).
+
+    Examples
+    --------
+    >>> u = keyed_uniform(np.array([7, 3]), seed=0, n_samples=2, n_values=3)
+    >>> u.shape, bool(((u > 0) & (u < 1)).all())
+    ((2, 2, 3), True)
+    >>> bool((keyed_uniform(np.array([7]), 0, 2, 3, stream=1) == u[0]).any())
+    False
+    """
+    keys = np.asarray(keys).astype(np.int64).view(np.uint64)
+    with np.errstate(over="ignore"):
+        root = _mix64(np.asarray([seed], dtype=np.int64).view(np.uint64) + _GOLDEN)
+        if stream:
+            root = _mix64(root ^ (np.uint64(stream) * _MIX1))
+        star = _mix64(keys ^ root)
+        counter = (np.arange(1, n_samples * n_values + 1, dtype=np.uint64) * _GOLDEN)[None, :]
+        bits = _mix64(star[:, None] + counter)
+    uniform = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53  # in (0, 1)
+    return uniform.reshape(len(keys), n_samples, n_values)
+
+
 def standard_normal(keys: np.ndarray, seed: int, n_samples: int, n_param: int) -> np.ndarray:
     """Standard-normal draws ``(n, n_samples, n_param)`` float32, a pure function of each key.
 
@@ -100,14 +138,7 @@ def standard_normal(keys: np.ndarray, seed: int, n_samples: int, n_param: int) -
     >>> bool((standard_normal(np.array([3]), 0, 4, 2) == z[1]).all())
     True
     """
-    keys = np.asarray(keys).astype(np.int64).view(np.uint64)
-    with np.errstate(over="ignore"):
-        root = _mix64(np.asarray([seed], dtype=np.int64).view(np.uint64) + _GOLDEN)
-        star = _mix64(keys ^ root)
-        counter = (np.arange(1, n_samples * n_param + 1, dtype=np.uint64) * _GOLDEN)[None, :]
-        bits = _mix64(star[:, None] + counter)
-    uniform = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53  # in (0, 1)
-    return ndtri(uniform).astype(np.float32).reshape(len(keys), n_samples, n_param)
+    return ndtri(keyed_uniform(keys, seed, n_samples, n_param)).astype(np.float32)
 
 
 def condition_pattern(
@@ -168,6 +199,66 @@ def condition_pattern(
     return pattern
 
 
+@dataclass(frozen=True)
+class SampleWeighting:
+    """Importance weights for the kernel's samples: the exact posterior under the forward
+    model and the prior (:mod:`ysoscale.infer.importance`).
+
+    With it :func:`infer_arrays` keeps each star's samples but gives them self-normalised
+    weights ``w ∝ p(θ) L(x | θ) / q(θ | x)``; the summaries, ``p_young`` and ``ess`` come from
+    the weights. The set-transformer's own samples are the proposal; a simformer's is
+    :class:`~ysoscale.infer.kernel_proposal.SimformerKernelProposal` (its samples updated by
+    the photometry). The detection pattern and the errors' variability are not weighed.
+
+    Attributes
+    ----------
+    forward : ForwardModel
+        Predicts every band of the estimator (``ForwardModel.default(bands=...)``).
+    prior : PriorDensity
+        Over the estimator's physical parameters (``load_default_prior_density()``).
+    disk : DiskMarginal or None
+        Monte Carlo disks of young stars (their uniforms keyed by star, like the samples).
+    error_floor : float
+        mag, in quadrature with every reported error.
+    ood_threshold : float
+        ``ess / n_samples`` below which a star is flagged (``ood``).
+    """
+
+    forward: Any
+    prior: Any
+    disk: DiskMarginal | None = DEFAULT_DISK
+    error_floor: float = DEFAULT_ERROR_FLOOR
+    ood_threshold: float = DEFAULT_OOD_THRESHOLD
+
+
+_COMPONENT_STREAM, _DISK_STREAM = 1, 2
+"""Streams of :func:`keyed_uniform` for the mixture components and the disks' draws."""
+
+
+def _weighted_summary(samples: torch.Tensor, log_weight: torch.Tensor) -> torch.Tensor:
+    """``(batch, stat, param)`` of weighted ``samples (batch, sample, param)``; a sample with
+    a NaN value of a parameter is left out of that parameter's statistics."""
+    weight = log_weight.double().exp()[..., None].expand_as(samples)
+    weight = torch.where(torch.isfinite(samples), weight, 0.0)
+    total = weight.sum(dim=1)  # (batch, param)
+    values = samples.double().nan_to_num(nan=math.inf)
+    order = values.argsort(dim=1)
+    sorted_values = values.gather(1, order)
+    share = weight.gather(1, order).cumsum(dim=1) / total[:, None, :]
+    stats = []
+    for q in (0.5, P16, P84):
+        pick = torch.searchsorted(share.transpose(1, 2).contiguous(),
+                                  torch.full_like(total[..., None], q))  # fmt: skip
+        pick = pick.clamp(max=samples.shape[1] - 1).transpose(1, 2)
+        stats.append(sorted_values.gather(1, pick)[:, 0])
+    filled = samples.double().nan_to_num(nan=0.0)
+    mean = (weight * filled).sum(dim=1) / total
+    var = (weight * (filled - mean[:, None]) ** 2).sum(dim=1) / total
+    stats += [mean, var.sqrt()]
+    out = torch.stack(stats, dim=1)
+    return torch.where((total > 0)[:, None, :], out, math.nan).to(samples.dtype)
+
+
 def _summarise(samples: torch.Tensor) -> torch.Tensor:
     """``(batch, stat, param)`` of ``samples`` ``(batch, sample, param)``, NaN-aware."""
     q = torch.tensor([0.5, P16, P84], dtype=samples.dtype, device=samples.device)
@@ -223,6 +314,7 @@ def infer_arrays(
     source_id: np.ndarray | None = None,
     batch_size: int | None = None,
     young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR,
+    weighting: SampleWeighting | None = None,
 ) -> dict[str, np.ndarray]:
     """Posterior samples and summaries, and young-star products, of a block of stars.
 
@@ -250,14 +342,22 @@ def infer_arrays(
         (:func:`ysoscale.nn.batching.stars_per_call`).
     young_age_myr : float
         Age threshold of ``p_young`` in Myr.
+    weighting : SampleWeighting, optional
+        Importance-weight the samples (:class:`SampleWeighting`): a simformer's samples
+        then come from its kernel proposal, in its physical parameters (no ``has_disk``).
 
     Returns
     -------
     dict
         ``samples`` (n, n_samples, n_out) float32, ``summary`` (n, len(STATS), n_out)
-        float32, ``log_prob`` (n, n_samples) float32 (the estimator's log-density of each
-        sample of the model's parameters), ``sampled`` (n,) bool; parameter order
-        :func:`output_params`. ``p_young`` (n,) float32: the share of the ``log10_age``
+        float32, ``log_prob`` (n, n_samples) float32 (the estimator's, or with
+        ``weighting`` the proposal's, log-density of each sample of the model's
+        parameters), ``sampled`` (n,) bool; parameter order :func:`output_params`. With
+        ``weighting`` also ``log_weight`` (n, n_samples) float32 (self-normalised,
+        ``-inf`` = weight zero, NaN for rows not sampled), ``ess`` (n,) float32 (NaN for
+        rows not sampled) and ``ood`` (n,) bool (``ess / n_samples`` below the threshold),
+        and the summaries and ``p_young`` are those of the weighted samples.
+        ``p_young`` (n,) float32: the (weighted) share of the ``log10_age``
         samples below ``log10(young_age_myr * 1e6)`` (:func:`ysoscale.nn.predictive.p_young`);
         ``p_disk`` (n,) float32: the share of the ``has_disk`` samples above 1/2
         (:func:`ysoscale.nn.predictive.p_disk`); both NaN for rows not sampled and for every
@@ -287,7 +387,11 @@ def infer_arrays(
     n, n_band = mag.shape
     assert mag_err.shape == mag.shape, f"mag_err {mag_err.shape} != mag {mag.shape}"
     assert n_band == model.config.n_band, f"{n_band} bands given, model has {model.config.n_band}"
-    params = model.config.params
+    is_simformer = getattr(model, "estimator", "npe") == "simformer"
+    proposal = None
+    if weighting is not None and is_simformer:
+        proposal = SimformerKernelProposal(model, weighting.forward)
+    params = (proposal or model).config.params
     use_isochrones = forward is not None and forward.isochrones is not None
     out_params = output_params(params, use_isochrones)
     n_param, n_out = len(params), len(out_params)
@@ -302,6 +406,8 @@ def infer_arrays(
     samples = np.full((n, n_samples, n_out), np.nan, dtype=np.float32)
     summary = np.full((n, len(STATS), n_out), np.nan, dtype=np.float32)
     log_prob = np.full((n, n_samples), np.nan, dtype=np.float32)
+    log_weight = np.full((n, n_samples), np.nan, dtype=np.float32)
+    ess = np.full(n, np.nan, dtype=np.float32)
     device = model.lo.device
 
     def column(values: np.ndarray, rows: np.ndarray) -> torch.Tensor:
@@ -315,7 +421,14 @@ def infer_arrays(
             rows = todo[first : first + batch_size]
             inputs = [column(a, rows) for a in (mag, mag_err, parallax, parallax_error)]
             z = torch.from_numpy(standard_normal(keys[rows], seed, n_samples, n_param)).to(device)
-            if getattr(model, "estimator", "npe") == "simformer":
+            lp = None
+            if proposal is not None:
+                # the simformer's kernel proposal, drawn from the star's keyed randomness
+                mixture = proposal.mixture(*inputs)
+                pick = keyed_uniform(keys[rows], seed, n_samples, 1, _COMPONENT_STREAM)[..., 0]
+                theta = mixture.sample_from(torch.from_numpy(pick), z).float()
+                lp = mixture.log_prob(theta)
+            elif is_simformer:
                 # flow matching transports the same per-star draws; it has no density
                 theta = model.sample_from_noise(*inputs, z)  # (batch, sample, param)
             else:
@@ -325,14 +438,33 @@ def infer_arrays(
                 lp = dist.base.log_prob(z) - ladj
                 assert lp.shape == z.shape[:2], f"log_prob shape {tuple(lp.shape)}"
                 theta = theta.transpose(0, 1)
-                log_prob[rows] = lp.transpose(0, 1).cpu().numpy()
-            theta = _derived(theta, params, out_params, forward)
-            samples[rows] = theta.cpu().numpy()
-            summary[rows] = _summarise(theta).cpu().numpy()
+                lp = lp.transpose(0, 1)
+            if lp is not None:
+                log_prob[rows] = lp.float().cpu().numpy()
+            full = _derived(theta, params, out_params, forward)
+            samples[rows] = full.cpu().numpy()
+            if weighting is None:
+                summary[rows] = _summarise(full).cpu().numpy()
+                continue
+            draws = None
+            if weighting.disk is not None:
+                uniform = keyed_uniform(keys[rows], seed, n_samples, 2 * weighting.disk.n_draws,
+                                        _DISK_STREAM)  # fmt: skip
+                draws = torch.from_numpy(uniform).reshape(len(rows), n_samples, -1, 2)
+            raw = weigh_samples(
+                weighting.forward, weighting.prior, params, model.config.bands, theta, lp,
+                *inputs, error_floor=weighting.error_floor, disk=weighting.disk,
+                disk_uniform=draws,
+            )  # fmt: skip
+            normalised = normalise_log_weights(raw)
+            log_weight[rows] = normalised.float().cpu().numpy()
+            ess[rows] = effective_sample_size(normalised).float().cpu().numpy()
+            summary[rows] = _weighted_summary(full, normalised).cpu().numpy()
     # rows not sampled have only NaN samples, hence NaN shares
     young, disk = np.full(n, np.nan, dtype=np.float32), np.full(n, np.nan, dtype=np.float32)
+    weights = None if weighting is None else np.exp(log_weight.astype(np.float64))
     if "log10_age" in params:
-        young = p_young(samples[..., params.index("log10_age")], young_age_myr)
+        young = p_young(samples[..., params.index("log10_age")], young_age_myr, weights)
     if "has_disk" in params:
         disk = p_disk(samples[..., params.index("has_disk")])
     pattern = condition_pattern(
@@ -340,7 +472,7 @@ def infer_arrays(
         use_parallax=getattr(model.config, "use_parallax", True),
     )  # fmt: skip
     pattern[~sampled] = 0
-    return {
+    out = {
         "samples": samples,
         "summary": summary,
         "log_prob": log_prob,
@@ -349,3 +481,8 @@ def infer_arrays(
         "p_disk": np.asarray(disk, dtype=np.float32),
         "condition_pattern": pattern,
     }
+    if weighting is not None:
+        with np.errstate(invalid="ignore"):
+            ood = sampled & ~(ess >= weighting.ood_threshold * n_samples)
+        out.update(log_weight=log_weight, ess=ess, ood=ood)
+    return out

@@ -124,16 +124,25 @@ class GaussianMixture:
 
     def sample(self, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """Draws ``(n, n_samples, d)`` (float64): a component by its weight, then its noise."""
-        n, k, d = self.means.shape
+        n, _, d = self.means.shape
         device = self.means.device
         u = torch.rand(n, n_samples, generator=generator, device=device, dtype=torch.float64)
+        noise = torch.randn(n, n_samples, d, generator=generator, device=device,
+                            dtype=torch.float64)  # fmt: skip
+        return self.sample_from(u, noise)
+
+    def sample_from(self, uniform: Tensor, noise: Tensor) -> Tensor:
+        """Draws ``(n, S, d)`` (float64) from given randomness: ``uniform (n, S)`` in (0, 1)
+        picks each draw's component by weight, ``noise (n, S, d)`` standard normal."""
+        k, d = self.means.shape[1:]
+        device = self.means.device
+        uniform = uniform.to(device=device, dtype=torch.float64)
+        noise = noise.to(device=device, dtype=torch.float64)
         cdf = self.log_weight.exp().cumsum(dim=1)
-        pick = torch.searchsorted(cdf, u * cdf[:, -1:]).clamp(max=k - 1)
+        pick = torch.searchsorted(cdf, uniform * cdf[:, -1:]).clamp(max=k - 1)
         mean = torch.gather(self.means, 1, pick[..., None].expand(-1, -1, d))
         tril = torch.gather(self.scale_tril, 1, pick[..., None, None].expand(-1, -1, d, d))
-        noise = torch.randn(n, n_samples, d, 1, generator=generator, device=device,
-                            dtype=torch.float64)  # fmt: skip
-        return mean + (tril @ noise)[..., 0]
+        return mean + (tril @ noise[..., None])[..., 0]
 
     def log_prob(self, value: Tensor) -> Tensor:
         """Log-density ``(n, S)`` of ``value (n, S, d)`` (float64)."""

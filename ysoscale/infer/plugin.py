@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from distributed import WorkerPlugin
 
+from ysoscale.infer.kernel import SampleWeighting
 from ysoscale.nn.npe import PosteriorEstimator
 from ysoscale.nn.simformer import Simformer, load_estimator
 from ysoscale.physics.forward import ForwardModel
@@ -24,11 +25,13 @@ from ysoscale.physics.forward import ForwardModel
 
 @dataclass(frozen=True)
 class LoadedModels:
-    """The estimator and (for the physical parametrisation) the isochrone forward model."""
+    """The estimator, (for the physical parametrisation) the isochrone forward model, and
+    with importance weighting the forward model of every band and the prior."""
 
     model: PosteriorEstimator | Simformer
     forward: ForwardModel | None
     device: str
+    weighting: SampleWeighting | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -47,7 +50,9 @@ def resolve_device(device: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_models(model_dir: str | None, device: str, isochrones: bool) -> LoadedModels:
+def load_models(
+    model_dir: str | None, device: str, isochrones: bool, weighting: bool = False
+) -> LoadedModels:
     """Load the estimator from ``model_dir`` (None: the shipped default) onto ``device``.
 
     Weights are read from the path (safetensors), never unpickled. With ``isochrones``
@@ -71,7 +76,25 @@ def load_models(model_dir: str | None, device: str, isochrones: bool) -> LoadedM
     forward = None
     if isochrones:
         forward = _isochrone_forward_model().to(device)
-    return LoadedModels(model, forward, device)
+    weights = _sample_weighting(model.config.bands, device) if weighting else None
+    return LoadedModels(model, forward, device, weights)
+
+
+def _sample_weighting(bands: tuple[str, ...], device: str) -> SampleWeighting:
+    """The forward model of ``bands`` and the default prior, for importance weights."""
+    import xarray as xr
+
+    from ysoscale.infer.prior_density import load_default_prior_density
+    from ysoscale.physics.isochrones import load_isochrone_grid
+    from ysoscale.physics.photometry import photometry_grid_path
+
+    with xr.open_zarr(photometry_grid_path()) as grid:
+        missing = sorted(set(bands) - {str(b) for b in grid.band.values})
+        if missing:
+            raise ValueError(f"the photometry grid has no band(s) {missing} of the model")
+        forward = ForwardModel(grid.sel(band=list(bands)), load_isochrone_grid(progress=False),
+                               bands=list(bands))  # fmt: skip
+    return SampleWeighting(forward.to(device), load_default_prior_density(map_location=device))
 
 
 def _isochrone_forward_model() -> ForwardModel:
@@ -87,9 +110,12 @@ def _isochrone_forward_model() -> ForwardModel:
         return ForwardModel(grid.sel(band=band), load_isochrone_grid(progress=False), bands=band)
 
 
-def plugin_name(model_dir: str | None, device: str, isochrones: bool) -> str:
+def plugin_name(
+    model_dir: str | None, device: str, isochrones: bool, weighting: bool = False
+) -> str:
     """Name of the plugin serving these models (two runs with other models never collide)."""
     key = f"{Path(model_dir).resolve() if model_dir else 'default'}|{device}|{isochrones}"
+    key += "|weighted" if weighting else ""
     return "ysoscale-infer-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -105,6 +131,9 @@ class ModelPlugin(WorkerPlugin):
         On a LocalCUDACluster each worker sees its own GPU as ``cuda``.
     isochrones : bool
         Also load the isochrone grid (from the worker's ``YSOSCALE_CACHE_DIR``).
+    weighting : bool
+        Also load the forward model of the estimator's bands and the default prior, for
+        importance weights (:class:`~ysoscale.infer.kernel.SampleWeighting`).
 
     Examples
     --------
@@ -114,11 +143,18 @@ class ModelPlugin(WorkerPlugin):
     >>> client.register_plugin(plugin)  # doctest: +SKIP
     """
 
-    def __init__(self, model_dir: str | None, device: str = "cpu", isochrones: bool = True):
+    def __init__(
+        self,
+        model_dir: str | None,
+        device: str = "cpu",
+        isochrones: bool = True,
+        weighting: bool = False,
+    ):
         self.model_dir = None if model_dir is None else str(model_dir)
         self.device = device
         self.isochrones = isochrones
-        self.name = plugin_name(self.model_dir, device, isochrones)
+        self.weighting = weighting
+        self.name = plugin_name(self.model_dir, device, isochrones, weighting)
         self.loaded: LoadedModels | None = None
 
     def setup(self, worker) -> None:
@@ -133,21 +169,24 @@ class ModelPlugin(WorkerPlugin):
         # setup() runs in the worker's event loop: grids read there must use local
         # threads, not the worker's Client if an earlier task (lsdb, hats-import) made one.
         with dask.config.set(scheduler="threads"):
-            self.loaded = load_models(self.model_dir, self.device, self.isochrones)
+            self.loaded = load_models(self.model_dir, self.device, self.isochrones,
+                                      self.weighting)  # fmt: skip
 
     def teardown(self, worker) -> None:
         self.loaded = None
 
 
-def worker_models(model_dir: str | None, device: str, isochrones: bool) -> LoadedModels:
+def worker_models(
+    model_dir: str | None, device: str, isochrones: bool, weighting: bool = False
+) -> LoadedModels:
     """The models of this process: the plugin's on a Dask worker, else loaded (once) here."""
     from distributed import get_worker
 
     try:
         worker = get_worker()
     except ValueError:
-        return load_models(model_dir, device, isochrones)
-    plugin = worker.plugins.get(plugin_name(model_dir, device, isochrones))
+        return load_models(model_dir, device, isochrones, weighting)
+    plugin = worker.plugins.get(plugin_name(model_dir, device, isochrones, weighting))
     if plugin is not None and plugin.loaded is not None:
         return plugin.loaded
-    return load_models(model_dir, device, isochrones)
+    return load_models(model_dir, device, isochrones, weighting)

@@ -41,6 +41,7 @@ from ysoscale.infer.summary import (
     write_frame_summary,
     write_hats_summary,
 )
+from ysoscale.nn.config import PHYSICAL_PARAMS
 from ysoscale.nn.default import DEFAULT_MODEL_DIR, resolve_model
 from ysoscale.nn.model_files import read_card
 from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR
@@ -67,6 +68,7 @@ class RunSpec:
     batch_size: int = 4096  # stars per block written (whole chunks)
     model_batch: int | None = None  # stars per model call (None: by device, nn.batching)
     young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR  # threshold of p_young
+    importance: bool = False  # importance-weight the samples (kernel.SampleWeighting)
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ def run_partition(frame: pd.DataFrame, spec: RunSpec, part: Partition) -> dict[s
                 f"it has {len(frame)} rows but the cube was laid out for {part.rows}; the "
                 "input changed since the cube was created (use a new --out)"
             )
-        loaded = worker_models(spec.model_dir, spec.device, spec.isochrones)
+        loaded = worker_models(spec.model_dir, spec.device, spec.isochrones, spec.importance)
         check = check_rows(frame, loaded.model.config.bands)
         flags = check.flags.copy()
         flags[list(part.duplicated)] |= np.uint32(RowFlag.DUPLICATE_SOURCE_ID)
@@ -169,9 +171,15 @@ def run_partition(frame: pd.DataFrame, spec: RunSpec, part: Partition) -> dict[s
                 source_id=source_id[rows],
                 batch_size=spec.model_batch,
                 young_age_myr=spec.young_age_myr,
+                weighting=loaded.weighting,
             )
             n_inferred += int(out["sampled"].sum())
             n = rows.stop - rows.start
+            weights = {}
+            if spec.importance:
+                block_flags = flags[rows]  # a view: flags gets the bit too
+                block_flags[out["ood"]] |= np.uint32(cube.LOW_ESS)
+                weights = {"log_weight": out["log_weight"], "ess": out["ess"]}
             block = cube.padded_block(
                 n,
                 spec.star_chunk,
@@ -186,6 +194,7 @@ def run_partition(frame: pd.DataFrame, spec: RunSpec, part: Partition) -> dict[s
                 condition_pattern=out["condition_pattern"],
                 source_id=source_id[rows],
                 healpix29=healpix29[rows],
+                **weights,
             )
             writer.write(part.start + first, block)
         writer.mark_done(part.index)
@@ -353,6 +362,7 @@ def infer(
     star_chunk: int = 1024,
     partition_rows: int = 50_000,
     young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR,
+    importance: bool = False,
 ) -> InferReport:
     """Posterior samples of every star of ``input`` into ``out_dir``, resuming a partial run.
 
@@ -386,6 +396,14 @@ def infer(
         the cube gets ``p_young``, ``p_disk`` and ``condition_pattern`` per star and the
         root attributes ``estimator``, ``model`` and ``young_age_myr``
         (:mod:`ysoscale.infer.cube`); the summary catalog gets the same three columns.
+    importance : bool
+        Importance-weight every star's samples by the forward model's likelihood of its
+        photometry and parallax and the default prior
+        (:class:`~ysoscale.infer.kernel.SampleWeighting`): the cube gets ``log_weight``
+        and ``ess``, the summaries and ``p_young`` are weighted, and stars with too few
+        effective samples are flagged ``LOW_ESS``. A simformer then samples from its
+        kernel proposal, in its physical parameters (``p_disk`` is NaN: the disk is
+        marginalised). Needs a model of the physical parametrisation.
 
     Returns
     -------
@@ -417,7 +435,17 @@ def infer(
     config = config_from_card(card)
     source = open_input(input, partition_rows)
     isochrones = all(p in config.params for p in ("log10_mass", "log10_age", "mh"))
-    params = output_params(config.params, isochrones)
+    model_params = tuple(config.params)
+    if importance:
+        lacking = [p for p in PHYSICAL_PARAMS if p not in model_params]
+        if lacking:
+            raise ValueError(
+                f"importance weighting needs a model of the physical parameters "
+                f"{list(PHYSICAL_PARAMS)}; {model_dir or 'the default model'} lacks {lacking}"
+            )
+        if card.get("estimator") == "simformer":  # its kernel proposal leaves has_disk out
+            model_params = tuple(p for p in model_params if p != "has_disk")
+    params = output_params(model_params, isochrones)
     bands = check_schema(source.dtypes, params)
     used = [b for b in bands if b in config.bands]
     if not used:
@@ -443,6 +471,7 @@ def infer(
         "star_chunk": star_chunk,
         "bands_used": used,
         "young_age_myr": young_age_myr,
+        "importance": importance,
         **({"partition_rows": partition_rows} if source.kind == "file" else {}),
         **provenance,
     }
@@ -455,7 +484,7 @@ def infer(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     cube_path = out_dir / CUBE_NAME
-    cube.create_or_check(cube_path, layout, params, n_samples, attrs)
+    cube.create_or_check(cube_path, layout, params, n_samples, attrs, weighted=importance)
 
     spec = RunSpec(
         cube=str(cube_path),
@@ -470,6 +499,7 @@ def infer(
         # GPU, fewer stars when more samples are asked for, so memory stays the same
         model_batch=None,
         young_age_myr=young_age_myr,
+        importance=importance,
     )
     done = set(cube.done_partitions(cube_path).tolist())
     starts = layout.start
@@ -497,7 +527,7 @@ def infer(
         from ysoscale.cluster import connect
 
         with connect(workers=workers, scheduler=scheduler, gpu=gpu) as client:
-            client.register_plugin(ModelPlugin(model_dir, spec.device, isochrones))
+            client.register_plugin(ModelPlugin(model_dir, spec.device, isochrones, importance))
             _run_on_cluster(client, source, spec, parts, run)
             run.finish()
             summary = _write_summary(source, cube_path, layout, params, out_dir, run, progress)

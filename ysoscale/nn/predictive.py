@@ -33,26 +33,38 @@ def _back(value: torch.Tensor, as_numpy: bool) -> Any:
     return value.detach().cpu().numpy() if as_numpy else value
 
 
-def _nan_share(indicator: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
-    """Share of finite samples (last axis) where ``indicator`` holds; NaN without any."""
-    count = finite.sum(dim=-1)
-    share = (indicator & finite).sum(dim=-1).to(torch.float32) / count.clamp(min=1)
-    return torch.where(count > 0, share, torch.full_like(share, float("nan")))
+def _nan_share(
+    indicator: torch.Tensor, finite: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Share (weighted, with ``weight``) of finite samples (last axis) where ``indicator``
+    holds; NaN without any (or without weight)."""
+    if weight is None:
+        weight = torch.ones_like(indicator, dtype=torch.float64)
+    weight = torch.where(finite, weight.double().nan_to_num(nan=0.0), 0.0)
+    total = weight.sum(dim=-1)
+    share = (torch.where(indicator, weight, 0.0).sum(dim=-1) / total.clamp(min=1e-300)).float()
+    return torch.where(total > 0, share, torch.full_like(share, float("nan")))
 
 
-def p_young(log10_age: Any, threshold_myr: float = DEFAULT_AGE_THRESHOLD_MYR) -> Any:
-    """P(age < ``threshold_myr``) per star from samples ``(..., n_samples)`` of log10(age/yr).
+def p_young(
+    log10_age: Any, threshold_myr: float = DEFAULT_AGE_THRESHOLD_MYR, weight: Any = None
+) -> Any:
+    """P(age < ``threshold_myr``) per star from samples ``(..., n_samples)`` of log10(age/yr),
+    or from weighted samples (``weight``, same shape, e.g. importance weights).
 
     Examples
     --------
     >>> p_young(np.array([[6.5, 6.9, 7.5, 8.0], [9.0, 9.1, 9.2, 9.3]]))
     array([0.5, 0. ], dtype=float32)
+    >>> p_young(np.array([[6.5, 8.0]]), weight=np.array([[3.0, 1.0]]))
+    array([0.75], dtype=float32)
     """
     if not threshold_myr > 0:
         raise ValueError(f"threshold_myr must be positive, got {threshold_myr}")
     samples, as_numpy = _torch(log10_age)
+    weights = None if weight is None else _torch(weight)[0]
     cut = math.log10(threshold_myr * 1e6)
-    return _back(_nan_share(samples < cut, torch.isfinite(samples)), as_numpy)
+    return _back(_nan_share(samples < cut, torch.isfinite(samples), weights), as_numpy)
 
 
 def p_disk(has_disk: Any) -> Any:
