@@ -109,17 +109,18 @@ def test_npe_samples_get_the_importance_weights(npe, stars) -> None:
     out = run(npe, stars)
     n_param = len(npe.config.params)
     theta = torch.from_numpy(out["samples"][..., :n_param])
-    expected = normalise_log_weights(
-        log_importance_weight(
-            npe, stars["forward"], stars["prior"], theta, *stars["data"], disk=None
-        )  # fmt: skip
-    ).numpy()
+    raw = log_importance_weight(npe, stars["forward"], stars["prior"], theta, *stars["data"],
+                                disk=None).numpy()  # fmt: skip
+    expected = normalise_log_weights(torch.from_numpy(raw)).numpy()
     got = out["log_weight"]
     assert np.array_equal(np.isneginf(got), np.isneginf(expected))
     finite = np.isfinite(expected)
     assert finite.any()
     # the kernel's log q comes from its own pass through the flow (float32)
     np.testing.assert_allclose(got[finite], expected[finite], atol=2e-3)
+    # and the raw weights, on the scale of the truth's weight, follow from the evidence
+    got_raw = got + out["log_evidence"][:, None] + math.log(64)
+    np.testing.assert_allclose(got_raw[finite], raw[finite], rtol=1e-5, atol=2e-3)
     alive = out["ess"] > 0
     total = np.logaddexp.reduce(got[alive].astype(np.float64), axis=1)
     np.testing.assert_allclose(total, 0.0, atol=1e-4)

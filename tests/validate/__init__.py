@@ -46,16 +46,30 @@ def toy_posteriors(
 
 
 def write_cube(
-    path: Path, samples: np.ndarray, source_id: np.ndarray, *, chunk: int = 64, flags=None
+    path: Path,
+    samples: np.ndarray,
+    source_id: np.ndarray,
+    *,
+    chunk: int = 64,
+    flags=None,
+    log_weight: np.ndarray | None = None,
 ) -> Path:
-    """A posterior cube of ``samples`` (one partition, padded to whole chunks)."""
+    """A posterior cube of ``samples`` (one partition, padded to whole chunks); with
+    ``log_weight`` (star, sample) a weighted one (``infer --importance``), whose summary is
+    still that of the unweighted samples here."""
     n, n_samples, n_param = samples.shape
     layout = Layout(rows=(n,), order=(-1,), pixel=(0,), star_chunk=chunk)
     attrs = {
         "model_card": json.dumps({"n_parameters": 1234, "epochs": 3, "trained_on": "toy"}),
         "run_config": json.dumps({"model": "toy", "n_samples": n_samples, "seed": 0}),
     }
-    create_or_check(path, layout, PARAMS[:n_param], n_samples, attrs)
+    create_or_check(path, layout, PARAMS[:n_param], n_samples, attrs,
+                    weighted=log_weight is not None)  # fmt: skip
+    weights = {}
+    if log_weight is not None:
+        weight = np.exp(log_weight)
+        ess = weight.sum(axis=1) ** 2 / (weight**2).sum(axis=1)
+        weights = {"log_weight": log_weight.astype(np.float32), "ess": ess.astype(np.float32)}
     summary = np.stack(
         [
             np.median(samples, axis=1),
@@ -72,7 +86,7 @@ def write_cube(
         samples=samples.astype(np.float32), summary=summary.astype(np.float32),
         flags=np.zeros(n, np.uint32) if flags is None else flags,
         n_bands=np.full(n, 6, np.int16), source_id=source_id,
-        healpix29=rng.integers(0, 12 * 4**29, n),
+        healpix29=rng.integers(0, 12 * 4**29, n), **weights,
     )  # fmt: skip
     writer = CubeWriter(path)
     writer.write(0, block)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.validate import toy_posteriors, truth_table, write_cube
+from tests.validate import WIDTH, toy_posteriors, truth_table, write_cube
 from tests.validate.conftest import N_SAMPLES, N_STARS
 from ysoscale.cli import main
 from ysoscale.validate import LEVELS, coverage_tolerance
@@ -184,3 +184,30 @@ def test_flagged_rows(tmp_path, flag):
         assert numbers["n_stars"] == 90 and numbers["flags"]["clean"] == 90
     else:
         assert numbers["n_stars"] == 100 and numbers["flags"]["NOT_WRITTEN"] == 10
+
+
+def test_a_weighted_cube_is_scored_by_its_weights(tmp_path):
+    """Samples of a proposal twice as wide as the posterior, with the importance weights
+    that make them the posterior: the report's coverage uses the weights (calibrated);
+    the same samples without weights are under-confident."""
+    n, n_samples, wide = 800, 400, 2.0
+    samples, truth = toy_posteriors(n, n_samples, seed=8, scale=wide)
+    mu = samples.mean(axis=1, keepdims=True)  # each star's posterior mean, to ~0.1 WIDTH
+    # w = N(x; mu, W²) / N(x; mu, (2W)²), per parameter, up to a constant
+    z = (samples - mu) / WIDTH
+    log_weight = (-0.5 * z**2 * (1.0 - 1.0 / wide**2)).sum(axis=2)
+    log_weight -= np.logaddexp.reduce(log_weight, axis=1, keepdims=True)
+    source_id = np.arange(n, dtype=np.int64)
+    truth_path = tmp_path / "truth.parquet"
+    truth_table(source_id, truth).to_parquet(truth_path)
+    numbers = {}
+    for name, weights in (("weighted", log_weight), ("plain", None)):
+        cube = write_cube(tmp_path / f"{name}.zarr", samples, source_id, log_weight=weights)
+        out = tmp_path / f"report_{name}"
+        assert main(["validate", "--cube", str(cube), "--truth", str(truth_path),
+                     "--out", str(out)]) == 0  # fmt: skip
+        numbers[name] = json.loads((out / "report.json").read_text())["coverage"]
+    assert numbers["weighted"]["weighted"] is True and numbers["plain"]["weighted"] is False
+    tolerance = coverage_tolerance(0.5, n, k=4.0)  # 4 sigma: the weights are from a fitted mu
+    assert max(numbers["weighted"]["max_error"].values()) < tolerance
+    assert min(numbers["plain"]["max_error"].values()) > 0.15  # twice too wide

@@ -355,8 +355,10 @@ def infer_arrays(
         parameters), ``sampled`` (n,) bool; parameter order :func:`output_params`. With
         ``weighting`` also ``log_weight`` (n, n_samples) float32 (self-normalised,
         ``-inf`` = weight zero, NaN for rows not sampled), ``ess`` (n,) float32 (NaN for
-        rows not sampled) and ``ood`` (n,) bool (``ess / n_samples`` below the threshold),
-        and the summaries and ``p_young`` are those of the weighted samples.
+        rows not sampled), ``ood`` (n,) bool (``ess / n_samples`` below the threshold) and
+        ``log_evidence`` (n,) float64 (the importance estimate of ``log p(x)``, the mean raw
+        weight: raw log weights are ``log_weight + log_evidence + log(n_samples)``), and
+        the summaries and ``p_young`` are those of the weighted samples.
         ``p_young`` (n,) float32: the (weighted) share of the ``log10_age``
         samples below ``log10(young_age_myr * 1e6)`` (:func:`ysoscale.nn.predictive.p_young`);
         ``p_disk`` (n,) float32: the share of the ``has_disk`` samples above 1/2
@@ -408,6 +410,7 @@ def infer_arrays(
     log_prob = np.full((n, n_samples), np.nan, dtype=np.float32)
     log_weight = np.full((n, n_samples), np.nan, dtype=np.float32)
     ess = np.full(n, np.nan, dtype=np.float32)
+    log_evidence = np.full(n, np.nan, dtype=np.float64)
     device = model.lo.device
 
     def column(values: np.ndarray, rows: np.ndarray) -> torch.Tensor:
@@ -457,6 +460,7 @@ def infer_arrays(
                 disk_uniform=draws,
             )  # fmt: skip
             normalised = normalise_log_weights(raw)
+            log_evidence[rows] = (torch.logsumexp(raw, dim=1) - math.log(n_samples)).cpu().numpy()
             log_weight[rows] = normalised.float().cpu().numpy()
             ess[rows] = effective_sample_size(normalised).float().cpu().numpy()
             summary[rows] = _weighted_summary(full, normalised).cpu().numpy()
@@ -484,5 +488,5 @@ def infer_arrays(
     if weighting is not None:
         with np.errstate(invalid="ignore"):
             ood = sampled & ~(ess >= weighting.ood_threshold * n_samples)
-        out.update(log_weight=log_weight, ess=ess, ood=ood)
+        out.update(log_weight=log_weight, ess=ess, ood=ood, log_evidence=log_evidence)
     return out

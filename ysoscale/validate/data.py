@@ -45,6 +45,8 @@ class ValidationData:
     p_young : (star,) P(young); ``p_young_source`` says where it came from (None: neither a
         ``p_young`` variable nor ``log10_age`` samples)
     ess : (star,) effective sample sizes, if the cube has them
+    log_weight : (star, sample) importance log weights, if the cube has them (``infer
+        --importance``)
     truth_path, truth : reference table and (star, param) true values (NaN: no label)
     truth_params : cube parameters with a ``true_{param}`` column
     catalog_source : where the catalog columns came from (None: nowhere)
@@ -68,6 +70,7 @@ class ValidationData:
     p_young: np.ndarray | None = None
     p_young_source: str | None = None
     ess: np.ndarray | None = None
+    log_weight: np.ndarray | None = None
     truth_path: Path | None = None
     truth: np.ndarray | None = None
     truth_params: tuple[str, ...] = ()
@@ -145,6 +148,8 @@ def _read_cube(path: Path, max_stars: int, seed: int) -> ValidationData:
     )
     if "ess" in cube:
         data.ess = cube.ess.values.astype(float)
+    if "log_weight" in cube:
+        data.log_weight = cube.log_weight.values.astype(float)
     # the cube's p_young (ysoscale infer) if it has values at this report's threshold; a
     # cube of a model without log10_age has an all-NaN p_young and gets no p_young here
     young_myr = 10.0 ** (YOUNG_LOG10_AGE - 6.0)

@@ -26,7 +26,9 @@ from ysoscale.validate.accuracy import accuracy, accuracy_by_group, survey_combi
 from ysoscale.validate.calibration import (
     LEVELS,
     coverage,
+    coverage_of_pit,
     coverage_tolerance,
+    importance_pit,
     rank_histogram,
     sbc_ranks,
     tarp,
@@ -159,10 +161,18 @@ class _Page:
 def _calibration(page: _Page, data: ValidationData, numbers: dict[str, Any]) -> None:
     params = list(data.truth_params)
     samples, truth = data.samples_of(params), data.truth_of(params)
-    n_used = usable(samples, truth).sum(axis=0)
-    cov = coverage(samples, truth)
+    weighted = data.log_weight is not None
+    if weighted:  # the weights alone: the truth's own weight is not known here
+        u = importance_pit(samples, data.log_weight, truth, np.full(len(truth), -np.inf),
+                           rng=np.random.default_rng(0))  # fmt: skip
+        n_used = np.isfinite(u).sum(axis=0)
+        cov = coverage_of_pit(u)
+    else:
+        n_used = usable(samples, truth).sum(axis=0)
+        cov = coverage(samples, truth)
     worst = np.nanmax(np.abs(cov - LEVELS[:, None]), axis=0)
     numbers["coverage"] = {
+        "weighted": weighted,
         "levels": LEVELS.round(4).tolist(),
         "empirical": {p: cov[:, j].round(4).tolist() for j, p in enumerate(params)},
         "max_error": {p: float(worst[j]) for j, p in enumerate(params)},
@@ -175,6 +185,16 @@ def _calibration(page: _Page, data: ValidationData, numbers: dict[str, Any]) -> 
         f"interval at {len(LEVELS)} levels, from the truth's rank among the samples (exact for "
         "any number of samples per star); a calibrated posterior follows the diagonal "
         "within the binomial scatter."
+        + (
+            " This cube's samples carry importance weights (infer --importance): the coverage "
+            "is that of the weighted posterior, from the truth's weighted rank. It leaves out "
+            "the weight the truth itself would get, which this report cannot compute, so with "
+            "few effective samples per star it is approximate (benchmarks/infer_importance.py "
+            "measures both). The SBC and TARP sections below are of the unweighted samples, "
+            "the proposal."
+            if weighted
+            else ""
+        )
     )
     page.figure(plot_coverage(LEVELS, cov, params, n_used.tolist()), "calibration",
                 "Coverage of central credible intervals, per parameter")  # fmt: skip
