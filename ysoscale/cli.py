@@ -526,9 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     inf.add_argument(
         "--importance",
         action="store_true",
-        help="importance-weight the samples by the forward model's likelihood and the "
-        "prior: calibrated posteriors (log_weight, ess in the cube; weighted summaries; "
-        "LOW_ESS flag), at some cost in speed",
+        help="experimental: importance-weight the samples by the forward model's likelihood "
+        "and the prior (log_weight, ess in the cube; weighted summaries; LOW_ESS flag). The "
+        "detection pattern is not weighed yet; with few effective samples the weighted "
+        "intervals are too narrow (README, 'Importance weights in the cube')",
     )
     inf.add_argument(
         "--xp",

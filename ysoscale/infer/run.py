@@ -403,7 +403,9 @@ def infer(
         and ``ess``, the summaries and ``p_young`` are weighted, and stars with too few
         effective samples are flagged ``LOW_ESS``. A simformer then samples from its
         kernel proposal, in its physical parameters (``p_disk`` is NaN: the disk is
-        marginalised). Needs a model of the physical parametrisation.
+        marginalised). Needs a model of the physical parametrisation. Experimental: the
+        detection pattern is not weighed, and with few effective samples the weighted
+        quantiles are too narrow (README, "Importance weights in the cube").
 
     Returns
     -------

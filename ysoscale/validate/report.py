@@ -187,11 +187,12 @@ def _calibration(page: _Page, data: ValidationData, numbers: dict[str, Any]) -> 
         "within the binomial scatter."
         + (
             " This cube's samples carry importance weights (infer --importance): the coverage "
-            "is that of the weighted posterior, from the truth's weighted rank. It leaves out "
-            "the weight the truth itself would get, which this report cannot compute, so with "
-            "few effective samples per star it is approximate (benchmarks/infer_importance.py "
-            "measures both). The SBC and TARP sections below are of the unweighted samples, "
-            "the proposal."
+            "is that of the weighted posterior as the cube holds it, from the truth's weighted "
+            "rank: the coverage of the weighted quantiles in its summary. With few effective "
+            "samples per star (see ess) those intervals are too narrow even where the weights "
+            "are right; checking the weights themselves needs the weight the truth would get, "
+            "which this report cannot compute (benchmarks/infer_importance.py measures both). "
+            "The SBC and TARP sections below are of the unweighted samples, the proposal."
             if weighted
             else ""
         )
