@@ -17,16 +17,19 @@ prior). It prints, per estimator:
 * the MAD of the plain and of the weighted median (the cube's ``summary``);
 * the median ESS and the share of stars flagged ``LOW_ESS``.
 
-The detection pattern is not weighed (the pipeline does not weigh it either). Last line:
-one JSON object.
+The detection pattern is weighed as ``infer --importance`` weighs it (every survey of the
+model's bands, footprints at each star's position; ``--detection without`` leaves it out).
+Last line: one JSON object.
 
     python benchmarks/infer_importance.py --heldout heldout_independent.zarr [--n 2000]
-        [--samples 128] [--simformer training/simformer_cpu] [--quick]
+        [--samples 128] [--simformer training/simformer_cpu] [--detection with|without]
+        [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -41,6 +44,8 @@ from ysoscale.infer.importance import log_importance_weight
 from ysoscale.infer.kernel import infer_arrays
 from ysoscale.infer.kernel_proposal import SimformerKernelProposal
 from ysoscale.infer.plugin import load_models
+from ysoscale.infer.selection import survey_footprints
+from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS, galactic_to_icrs
 from ysoscale.validate import LEVELS, coverage_of_pit, importance_pit, pit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -64,16 +69,22 @@ def score(name: str, model_dir: str | None, store: str, args) -> dict:
     """Plain and weighted kernel runs of one estimator on the same stars."""
     loaded = load_models(model_dir, "cpu", True, True)
     model, weighting = loaded.model, loaded.weighting
+    if args.detection == "with":  # every survey of the model's bands, as infer does
+        bands = set(model.config.bands)
+        surveys = tuple(s for s in SURVEYS if set(SURVEY_MODELS[s].bands) & bands)
+        weighting = dataclasses.replace(weighting, surveys=surveys)
     data = held_out(Path(store), model.config.bands, PARAMS, args.n)
+    position = galactic_to_icrs(data["l_deg"], data["b_deg"])
     mag, err = data["mag"], data["mag_err"]
     plx, plx_err, truth = data["parallax"], data["parallax_error"], data["theta"]
     n = len(mag)
     source_id = np.arange(n, dtype=np.int64)
-    common = dict(source_id=source_id, batch_size=args.batch)
+    common = dict(source_id=source_id, batch_size=args.batch, position=position)
     usable = np.ones(n, dtype=bool)
     for extra in ({}, {"weighting": weighting}):  # warm-up: first calls load and allocate
         infer_arrays(model, mag[:8], err[:8], plx[:8], plx_err[:8], usable[:8], args.samples, 0,
-                     loaded.forward, source_id=source_id[:8], **extra)  # fmt: skip
+                     loaded.forward, source_id=source_id[:8],
+                     position=(position[0][:8], position[1][:8]), **extra)  # fmt: skip
     t0 = time.perf_counter()
     plain = infer_arrays(model, mag, err, plx, plx_err, usable, args.samples, 0, loaded.forward,
                          **common)  # fmt: skip
@@ -96,11 +107,17 @@ def score(name: str, model_dir: str | None, store: str, args) -> dict:
     raw = weighted["log_weight"] + weighted["log_evidence"][:, None] + math.log(args.samples)
     truth_in_order = np.zeros((n, len(weighted_params)), dtype=np.float32)
     truth_in_order[:, columns(weighted_params)] = truth
+    selection = weighting.selection(model.config.bands)
+    footprint = None
+    if selection is not None:
+        footprint = survey_footprints(data["l_deg"], data["b_deg"], selection.surveys)
     truth_weight = np.concatenate([
         log_importance_weight(proposal, weighting.forward, weighting.prior,
                               truth_in_order[rows, None, :], mag[rows], err[rows], plx[rows],
                               plx_err[rows], error_floor=weighting.error_floor,
-                              disk=weighting.disk, seed=0)[:, 0].numpy()
+                              disk=weighting.disk, seed=0, selection=selection,
+                              in_footprint=None if footprint is None else footprint[rows],
+                              )[:, 0].numpy()
         for rows in (slice(k, k + args.batch) for k in range(0, n, args.batch))
     ])  # fmt: skip
     u_weighted = importance_pit(theta, raw, truth, truth_weight, rng=np.random.default_rng(0))
@@ -159,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=256, help="stars per model call")
     parser.add_argument("--simformer", default=str(DEFAULT_SIMFORMER),
                         help="simformer directory ('none': the set-transformer only)")  # fmt: skip
+    parser.add_argument("--detection", choices=("with", "without"), default="with",
+                        help="weigh the detection pattern, as infer --importance")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a small simulated store")
     args = parser.parse_args(argv)
     if args.n < 1 or args.samples < 2:
@@ -180,11 +199,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.simformer != "none":
             models["simformer"] = args.simformer
         print(f"{args.samples} samples per star, first {args.n} stars of {store}, each in all "
-              f"its bands of the model + parallax; device cpu ({torch.get_num_threads()} "
-              "threads)", flush=True)  # fmt: skip
+              f"its bands of the model + parallax; detection pattern {args.detection}; device "
+              f"cpu ({torch.get_num_threads()} threads)", flush=True)  # fmt: skip
         results = [score(name, path, store, args) for name, path in models.items()]
     report(results, args.samples)
-    print(json.dumps({"n": args.n, "samples": args.samples, "params": list(PARAMS),
+    print(json.dumps({"n": args.n, "samples": args.samples, "detection": args.detection,
+                      "params": list(PARAMS),
                       "results": results}))  # fmt: skip
 
 

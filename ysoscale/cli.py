@@ -527,9 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--importance",
         action="store_true",
         help="experimental: importance-weight the samples by the forward model's likelihood "
-        "and the prior (log_weight, ess in the cube; weighted summaries; LOW_ESS flag). The "
-        "detection pattern is not weighed yet; with few effective samples the weighted "
-        "intervals are too narrow (README, 'Importance weights in the cube')",
+        "of the photometry, parallax and detection pattern and the prior (log_weight, ess in "
+        "the cube; weighted summaries; LOW_ESS flag). With few effective samples the "
+        "weighted intervals are too narrow (README, 'Importance weights in the cube')",
     )
     inf.add_argument(
         "--xp",

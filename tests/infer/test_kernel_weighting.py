@@ -180,3 +180,39 @@ def test_a_simformer_is_weighted_through_its_kernel_proposal(stars) -> None:
     np.testing.assert_allclose(total, 0.0, atol=1e-4)
     again = run(model, stars, order=[4, 5, 0, 1, 2, 3], batch_size=3, n_samples=32)
     assert_same_stars(out, again, np.argsort([4, 5, 0, 1, 2, 3]))
+
+
+def test_the_detection_pattern_is_weighed_at_each_stars_position(npe, stars) -> None:
+    from ysoscale.infer.selection import survey_footprints
+    from ysoscale.simulate.surveys import galactic_to_icrs, icrs_to_galactic
+
+    lon = np.array([10.0, 120.0, 200.0, 300.0, 45.0, 250.0])
+    lat = np.array([5.0, -40.0, 60.0, -2.0, 80.0, -70.0])
+    ra, dec = galactic_to_icrs(lon, lat)
+    back = icrs_to_galactic(ra, dec)
+    np.testing.assert_allclose(np.column_stack(back), np.column_stack([lon, lat]), atol=1e-9)
+    weighting = SampleWeighting(stars["forward"], stars["prior"], disk=None,
+                                surveys=("gaia", "tmass", "wise"))  # fmt: skip
+    out = infer_arrays(npe, *stars["data"], np.ones(6, bool), 32, seed=5,
+                       source_id=stars["source_id"], weighting=weighting,
+                       position=(ra, dec))  # fmt: skip
+    selection = weighting.selection(BANDS)
+    theta = torch.from_numpy(out["samples"][..., : len(PHYSICAL)])
+    raw = log_importance_weight(
+        npe,
+        stars["forward"],
+        stars["prior"],
+        theta,
+        *stars["data"],
+        disk=None,
+        selection=selection,
+        in_footprint=survey_footprints(lon, lat, selection.surveys),
+    )
+    expected = normalise_log_weights(raw).numpy()
+    finite = np.isfinite(expected)
+    assert finite.any() and np.array_equal(finite, np.isfinite(out["log_weight"]))
+    np.testing.assert_allclose(out["log_weight"][finite], expected[finite], atol=2e-3)
+    plain = run(npe, stars, n_samples=32)  # the same samples without the detection term
+    assert not np.allclose(plain["log_weight"][finite], out["log_weight"][finite], atol=1e-2)
+    with pytest.raises(ValueError, match="ra, dec"):
+        infer_arrays(npe, *stars["data"], np.ones(6, bool), 8, seed=5, weighting=weighting)

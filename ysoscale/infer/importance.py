@@ -798,6 +798,8 @@ def weigh_samples(
     error_floor: float = DEFAULT_ERROR_FLOOR,
     disk: DiskMarginal | None = DEFAULT_DISK,
     disk_uniform: Tensor | None = None,
+    selection: DetectionSelection | None = None,
+    in_footprint: Any = None,
 ) -> Tensor:
     """Unnormalised log importance weights of samples whose proposal density is known.
 
@@ -819,6 +821,8 @@ def weigh_samples(
         ``(n, n_band)``, ``(n,)``; NaN = not observed.
     disk_uniform : Tensor (n, S, disk.n_draws, 2), optional
         Uniforms of the Monte Carlo disks of each sample (default: ``torch.rand``).
+    selection, in_footprint
+        The detection pattern's likelihood, as in :func:`importance_sample`.
 
     Returns
     -------
@@ -833,7 +837,8 @@ def weigh_samples(
     params = tuple(params)
     n, size, n_param = theta.shape
     columns = _band_columns(bands, forward.bands)
-    settings = _Settings(0, 0, False, True, error_floor, disk)
+    settings = _Settings(0, 0, False, True, error_floor, disk, selection=selection)
+    footprint = _footprint_tensor(in_footprint, selection, n, theta.device)
     uniforms = None
     if disk_uniform is not None and disk is not None:
         expected = (n, size, disk.n_draws, 2)
@@ -843,7 +848,7 @@ def weigh_samples(
     with torch.no_grad():
         log_prior = torch.as_tensor(prior.log_prob(theta.reshape(-1, n_param)))
         log_prior = log_prior.to(theta.device).view(n, size)
-        data = (mag, mag_err, parallax, parallax_error, None)
+        data = (mag, mag_err, parallax, parallax_error, footprint)
         log_lik, valid = _log_likelihood(forward, theta, params, columns, data, settings,
                                          uniforms)  # fmt: skip
     return _raw_log_weight(log_prior, log_lik, log_q, valid)

@@ -34,12 +34,13 @@ from ysoscale.infer.importance import (
     weigh_samples,
 )
 from ysoscale.infer.kernel_proposal import SimformerKernelProposal
+from ysoscale.infer.selection import DetectionSelection
 from ysoscale.nn.batching import stars_per_call
 from ysoscale.nn.npe import PosteriorEstimator
 from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR, p_disk, p_young
 from ysoscale.nn.simformer import Simformer
 from ysoscale.physics.forward import ForwardModel
-from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS
+from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS, icrs_to_galactic
 
 STATS: tuple[str, ...] = ("median", "p16", "p84", "mean", "std")
 """Per-parameter summary statistics of the samples, in this order."""
@@ -208,7 +209,9 @@ class SampleWeighting:
     weights ``w ∝ p(θ) L(x | θ) / q(θ | x)``; the summaries, ``p_young`` and ``ess`` come from
     the weights. The set-transformer's own samples are the proposal; a simformer's is
     :class:`~ysoscale.infer.kernel_proposal.SimformerKernelProposal` (its samples updated by
-    the photometry). The detection pattern and the errors' variability are not weighed.
+    the photometry). With ``surveys`` the detection pattern is weighed too: which of those
+    surveys saw the star, given each survey's footprint at the star's position
+    (:class:`~ysoscale.infer.selection.DetectionSelection`). The errors' variability is not.
 
     Attributes
     ----------
@@ -222,6 +225,9 @@ class SampleWeighting:
         mag, in quadrature with every reported error.
     ood_threshold : float
         ``ess / n_samples`` below which a star is flagged (``ood``).
+    surveys : tuple of str, optional
+        The surveys every star was looked for in (e.g. those of the catalog's columns);
+        with them the weights include the detection pattern (needs the stars' positions).
     """
 
     forward: Any
@@ -229,6 +235,13 @@ class SampleWeighting:
     disk: DiskMarginal | None = DEFAULT_DISK
     error_floor: float = DEFAULT_ERROR_FLOOR
     ood_threshold: float = DEFAULT_OOD_THRESHOLD
+    surveys: tuple[str, ...] | None = None
+
+    def selection(self, bands: Sequence[str]) -> DetectionSelection | None:
+        """The detection-pattern likelihood over ``bands`` (None without ``surveys``)."""
+        if not self.surveys:
+            return None
+        return DetectionSelection.from_surveys(bands, self.surveys)
 
 
 _COMPONENT_STREAM, _DISK_STREAM = 1, 2
@@ -315,6 +328,7 @@ def infer_arrays(
     batch_size: int | None = None,
     young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR,
     weighting: SampleWeighting | None = None,
+    position: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Posterior samples and summaries, and young-star products, of a block of stars.
 
@@ -345,6 +359,9 @@ def infer_arrays(
     weighting : SampleWeighting, optional
         Importance-weight the samples (:class:`SampleWeighting`): a simformer's samples
         then come from its kernel proposal, in its physical parameters (no ``has_disk``).
+    position : (ra, dec) arrays of shape (n,), optional
+        Degrees (ICRS); needed when ``weighting`` weighs the detection pattern (its survey
+        footprints). A star with no finite position counts as outside every footprint.
 
     Returns
     -------
@@ -417,6 +434,17 @@ def infer_arrays(
         return torch.as_tensor(np.asarray(values, dtype=np.float32)[rows], device=device)
 
     batch_size = batch_size or stars_per_call(device, n_samples)
+    selection, footprint = None, None
+    if weighting is not None:
+        selection = weighting.selection(model.config.bands)
+    if selection is not None:
+        if position is None:
+            raise ValueError("weighing the detection pattern needs each star's (ra, dec)")
+        ra, dec = (np.asarray(a, dtype=np.float64) for a in position)
+        lon, lat = icrs_to_galactic(ra, dec)
+        footprint = np.column_stack([
+            SURVEY_MODELS[s].in_footprint(ra, dec, lon, lat) for s in selection.surveys
+        ]) & np.isfinite(ra)[:, None] & np.isfinite(dec)[:, None]  # fmt: skip
     model.eval()
     with torch.inference_mode():
         todo = np.flatnonzero(sampled)
@@ -457,7 +485,8 @@ def infer_arrays(
             raw = weigh_samples(
                 weighting.forward, weighting.prior, params, model.config.bands, theta, lp,
                 *inputs, error_floor=weighting.error_floor, disk=weighting.disk,
-                disk_uniform=draws,
+                disk_uniform=draws, selection=selection,
+                in_footprint=None if footprint is None else footprint[rows],
             )  # fmt: skip
             normalised = normalise_log_weights(raw)
             log_evidence[rows] = (torch.logsumexp(raw, dim=1) - math.log(n_samples)).cpu().numpy()

@@ -18,6 +18,7 @@ on scheduling. The summary HATS catalog is written once every partition is done.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -34,7 +35,7 @@ import pandas as pd
 from ysoscale.catalog.columns import SchemaError, validate_schema
 from ysoscale.catalog.quality import RowFlag, check_rows
 from ysoscale.infer import cube
-from ysoscale.infer.kernel import infer_arrays, output_params
+from ysoscale.infer.kernel import SampleWeighting, infer_arrays, output_params
 from ysoscale.infer.plugin import ModelPlugin, worker_models
 from ysoscale.infer.summary import (
     summary_columns,
@@ -47,6 +48,7 @@ from ysoscale.nn.model_files import read_card
 from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR
 from ysoscale.nn.simformer import config_from_card
 from ysoscale.physics.grids import ensure_default_grids
+from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS
 from ysoscale.tasks import TaskTally
 
 CUBE_NAME = "posteriors.zarr"
@@ -69,6 +71,7 @@ class RunSpec:
     model_batch: int | None = None  # stars per model call (None: by device, nn.batching)
     young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR  # threshold of p_young
     importance: bool = False  # importance-weight the samples (kernel.SampleWeighting)
+    detection_surveys: tuple[str, ...] = ()  # with importance: the detection pattern's
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,9 @@ def run_partition(frame: pd.DataFrame, spec: RunSpec, part: Partition) -> dict[s
         block_rows = spec.star_chunk * max(1, spec.batch_size // spec.star_chunk)
         for first in range(0, part.rows, block_rows):
             rows = slice(first, min(first + block_rows, part.rows))
+            weighting = loaded.weighting
+            if weighting is not None and spec.detection_surveys:
+                weighting = dataclasses.replace(weighting, surveys=spec.detection_surveys)
             out = infer_arrays(
                 loaded.model,
                 check.mag[rows],
@@ -171,7 +177,8 @@ def run_partition(frame: pd.DataFrame, spec: RunSpec, part: Partition) -> dict[s
                 source_id=source_id[rows],
                 batch_size=spec.model_batch,
                 young_age_myr=spec.young_age_myr,
-                weighting=loaded.weighting,
+                weighting=weighting,
+                position=(ra[rows], dec[rows]),
             )
             n_inferred += int(out["sampled"].sum())
             n = rows.stop - rows.start
@@ -403,9 +410,10 @@ def infer(
         and ``ess``, the summaries and ``p_young`` are weighted, and stars with too few
         effective samples are flagged ``LOW_ESS``. A simformer then samples from its
         kernel proposal, in its physical parameters (``p_disk`` is NaN: the disk is
-        marginalised). Needs a model of the physical parametrisation. Experimental: the
-        detection pattern is not weighed, and with few effective samples the weighted
-        quantiles are too narrow (README, "Importance weights in the cube").
+        marginalised). The detection pattern of the surveys the catalog has columns of is
+        weighed at each star's position. Needs a model of the physical parametrisation.
+        Experimental: with few effective samples the weighted quantiles are too narrow
+        (README, "Importance weights in the cube").
 
     Returns
     -------
@@ -456,6 +464,12 @@ def infer(
             f"({', '.join(config.bands)})",
             [f"{b}_mag" for b in bands],
         )
+    detection_surveys: tuple[str, ...] = ()
+    if importance:
+        # the detection pattern of the surveys the catalog has columns of (and the model
+        # bands of), checked here before any worker builds it
+        detection_surveys = tuple(s for s in SURVEYS if set(SURVEY_MODELS[s].bands) & set(used))
+        SampleWeighting(None, None, surveys=detection_surveys).selection(config.bands)
     unused = [b for b in bands if b not in config.bands]
     if unused:
         warnings.warn(
@@ -474,6 +488,7 @@ def infer(
         "bands_used": used,
         "young_age_myr": young_age_myr,
         "importance": importance,
+        **({"detection_surveys": list(detection_surveys)} if importance else {}),
         **({"partition_rows": partition_rows} if source.kind == "file" else {}),
         **provenance,
     }
@@ -502,6 +517,7 @@ def infer(
         model_batch=None,
         young_age_myr=young_age_myr,
         importance=importance,
+        detection_surveys=detection_surveys,
     )
     done = set(cube.done_partitions(cube_path).tolist())
     starts = layout.start

@@ -497,6 +497,29 @@ and slim containers lack it); ``tests/simulate`` checks it against astropy to 1e
 GALACTIC_TO_ICRS.setflags(write=False)
 
 
+def icrs_to_galactic(ra_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ICRS (ra, dec) to Galactic (l, b), all in degrees; l in [0, 360): the inverse of
+    :func:`galactic_to_icrs` (the transposed rotation).
+
+    Examples
+    --------
+    >>> l, b = icrs_to_galactic(*galactic_to_icrs(np.array([30.0]), np.array([-5.0])))
+    >>> round(float(l[0]), 9), round(float(b[0]), 9)
+    (30.0, -5.0)
+    """
+    ra = np.radians(np.asarray(ra_deg, dtype=np.float64))
+    dec = np.radians(np.asarray(dec_deg, dtype=np.float64))
+    x, y, z = np.cos(ra) * np.cos(dec), np.sin(ra) * np.cos(dec), np.sin(dec)
+    m = GALACTIC_TO_ICRS
+    gx = m[0, 0] * x + m[1, 0] * y + m[2, 0] * z
+    gy = m[0, 1] * x + m[1, 1] * y + m[2, 1] * z
+    gz = m[0, 2] * x + m[1, 2] * y + m[2, 2] * z
+    b = np.degrees(np.arctan2(gz, np.hypot(gx, gy)))
+    l_deg = np.degrees(np.arctan2(gy, gx)) % 360.0
+    l_deg[l_deg >= 360.0] = 0.0
+    return l_deg, b
+
+
 def galactic_to_icrs(l_deg: np.ndarray, b_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Galactic (l, b) to ICRS (ra, dec), all in degrees; ra in [0, 360).
 
