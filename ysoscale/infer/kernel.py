@@ -481,7 +481,7 @@ def infer_arrays(
             if weighting.disk is not None:
                 uniform = keyed_uniform(keys[rows], seed, n_samples, 2 * weighting.disk.n_draws,
                                         _DISK_STREAM)  # fmt: skip
-                draws = torch.from_numpy(uniform).reshape(len(rows), n_samples, -1, 2)
+                draws = torch.from_numpy(uniform).to(device).reshape(len(rows), n_samples, -1, 2)
             raw = weigh_samples(
                 weighting.forward, weighting.prior, params, model.config.bands, theta, lp,
                 *inputs, error_floor=weighting.error_floor, disk=weighting.disk,
