@@ -45,7 +45,7 @@ from ysoscale.infer.kernel import infer_arrays
 from ysoscale.infer.kernel_proposal import SimformerKernelProposal
 from ysoscale.infer.plugin import load_models
 from ysoscale.infer.selection import survey_footprints
-from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS, galactic_to_icrs
+from ysoscale.simulate.surveys import SURVEYS, galactic_to_icrs
 from ysoscale.validate import LEVELS, coverage_of_pit, importance_pit, pit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,10 +69,8 @@ def score(name: str, model_dir: str | None, store: str, args) -> dict:
     """Plain and weighted kernel runs of one estimator on the same stars."""
     loaded = load_models(model_dir, "cpu", True, True)
     model, weighting = loaded.model, loaded.weighting
-    if args.detection == "with":  # every survey of the model's bands, as infer does
-        bands = set(model.config.bands)
-        surveys = tuple(s for s in SURVEYS if set(SURVEY_MODELS[s].bands) & bands)
-        weighting = dataclasses.replace(weighting, surveys=surveys)
+    if args.detection == "with":  # every survey of the model's bands (the selection keeps
+        weighting = dataclasses.replace(weighting, surveys=SURVEYS)  # those), as infer does
     data = held_out(Path(store), model.config.bands, PARAMS, args.n)
     position = galactic_to_icrs(data["l_deg"], data["b_deg"])
     mag, err = data["mag"], data["mag_err"]

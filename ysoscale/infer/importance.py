@@ -712,6 +712,13 @@ def importance_sample(
     )
 
 
+def _log_prior(prior: PriorLogDensity, theta: Tensor) -> Tensor:
+    """``log p(theta)`` ``(n, S)`` of samples ``theta (n, S, n_param)``, on their device."""
+    n, size, n_param = theta.shape
+    log_prior = torch.as_tensor(prior.log_prob(theta.reshape(-1, n_param)))
+    return log_prior.to(theta.device).view(n, size)
+
+
 def _raw_log_weight(log_prior: Tensor, log_lik: Tensor, log_q: Tensor, valid: Tensor) -> Tensor:
     """Unnormalised ``log p + log L - log q`` (float64); ``-inf`` where not ``valid``."""
     raw = log_prior.double() + log_lik.double() - log_q.double()
@@ -770,14 +777,12 @@ def log_importance_weight(
     assert theta.ndim == 3 and theta.shape[0] == n and theta.shape[2] == len(params), (
         f"theta must be (n={n}, S, {len(params)}), got {tuple(theta.shape)}"
     )
-    size, n_param = theta.shape[1:]
     columns = _band_columns(model.config.bands, forward.bands)
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     with torch.no_grad():
         flow = model(*data[:4])
         log_q = flow.log_prob(theta.transpose(0, 1)).transpose(0, 1)  # (S, n) batch order
-        log_prior = torch.as_tensor(prior.log_prob(theta.reshape(-1, n_param)))
-        log_prior = log_prior.to(device).view(n, size)
+        log_prior = _log_prior(prior, theta)
         log_lik, valid = _log_likelihood(forward, theta, params, columns, data, settings,
                                          generator)  # fmt: skip
     return _raw_log_weight(log_prior, log_lik, log_q, valid)
@@ -835,7 +840,7 @@ def weigh_samples(
     See ``tests/infer/test_importance.py`` (it needs the model grids).
     """
     params = tuple(params)
-    n, size, n_param = theta.shape
+    n, size, _ = theta.shape
     columns = _band_columns(bands, forward.bands)
     settings = _Settings(0, 0, False, True, error_floor, disk, selection=selection)
     footprint = _footprint_tensor(in_footprint, selection, n, theta.device)
@@ -846,8 +851,7 @@ def weigh_samples(
             raise ValueError(f"disk_uniform must be {expected}, got {tuple(disk_uniform.shape)}")
         uniforms = disk_uniform.reshape(n * size, disk.n_draws, 2)
     with torch.no_grad():
-        log_prior = torch.as_tensor(prior.log_prob(theta.reshape(-1, n_param)))
-        log_prior = log_prior.to(theta.device).view(n, size)
+        log_prior = _log_prior(prior, theta)
         data = (mag, mag_err, parallax, parallax_error, footprint)
         log_lik, valid = _log_likelihood(forward, theta, params, columns, data, settings,
                                          uniforms)  # fmt: skip
@@ -891,8 +895,7 @@ def _one_batch(
     n, size = data[0].shape[0], settings.n_proposal
     with torch.no_grad():
         theta, log_q = model.sample(*data[:4], n_samples=size, batch_size=n)
-        log_prior = torch.as_tensor(prior.log_prob(theta.reshape(-1, len(params))))
-        log_prior = log_prior.to(theta.device).view(n, size)
+        log_prior = _log_prior(prior, theta)
         log_lik, valid = _log_likelihood(forward, theta, params, columns, data, settings,
                                          generator)  # fmt: skip
         log_weight = normalise_log_weights(_raw_log_weight(log_prior, log_lik, log_q, valid))

@@ -34,13 +34,13 @@ from ysoscale.infer.importance import (
     weigh_samples,
 )
 from ysoscale.infer.kernel_proposal import SimformerKernelProposal
-from ysoscale.infer.selection import DetectionSelection
+from ysoscale.infer.selection import DetectionSelection, survey_footprints_icrs
 from ysoscale.nn.batching import stars_per_call
 from ysoscale.nn.npe import PosteriorEstimator
 from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR, p_disk, p_young
 from ysoscale.nn.simformer import Simformer
 from ysoscale.physics.forward import ForwardModel
-from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS, icrs_to_galactic
+from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS
 
 STATS: tuple[str, ...] = ("median", "p16", "p84", "mean", "std")
 """Per-parameter summary statistics of the samples, in this order."""
@@ -440,11 +440,7 @@ def infer_arrays(
     if selection is not None:
         if position is None:
             raise ValueError("weighing the detection pattern needs each star's (ra, dec)")
-        ra, dec = (np.asarray(a, dtype=np.float64) for a in position)
-        lon, lat = icrs_to_galactic(ra, dec)
-        footprint = np.column_stack([
-            SURVEY_MODELS[s].in_footprint(ra, dec, lon, lat) for s in selection.surveys
-        ]) & np.isfinite(ra)[:, None] & np.isfinite(dec)[:, None]  # fmt: skip
+        footprint = survey_footprints_icrs(*position, selection.surveys)
     model.eval()
     with torch.inference_mode():
         todo = np.flatnonzero(sampled)

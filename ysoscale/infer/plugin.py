@@ -82,9 +82,22 @@ def load_models(
 
 def _sample_weighting(bands: tuple[str, ...], device: str) -> SampleWeighting:
     """The forward model of ``bands`` and the default prior, for importance weights."""
+    from ysoscale.infer.prior_density import load_default_prior_density
+
+    forward = _grid_forward_model(list(bands))
+    return SampleWeighting(forward.to(device), load_default_prior_density(map_location=device))
+
+
+def _isochrone_forward_model() -> ForwardModel:
+    """A ForwardModel for its isochrone lookup: one band of the photometry grid is read
+    (lazily, from the store the driver checked), not the whole grid."""
+    return _grid_forward_model(["gaia_g"])
+
+
+def _grid_forward_model(bands: list[str]) -> ForwardModel:
+    """A ForwardModel of ``bands`` only, read from the cached grids the driver checked."""
     import xarray as xr
 
-    from ysoscale.infer.prior_density import load_default_prior_density
     from ysoscale.physics.isochrones import load_isochrone_grid
     from ysoscale.physics.photometry import photometry_grid_path
 
@@ -92,22 +105,7 @@ def _sample_weighting(bands: tuple[str, ...], device: str) -> SampleWeighting:
         missing = sorted(set(bands) - {str(b) for b in grid.band.values})
         if missing:
             raise ValueError(f"the photometry grid has no band(s) {missing} of the model")
-        forward = ForwardModel(grid.sel(band=list(bands)), load_isochrone_grid(progress=False),
-                               bands=list(bands))  # fmt: skip
-    return SampleWeighting(forward.to(device), load_default_prior_density(map_location=device))
-
-
-def _isochrone_forward_model() -> ForwardModel:
-    """A ForwardModel for its isochrone lookup: one band of the photometry grid is read
-    (lazily, from the store the driver checked), not the whole grid."""
-    import xarray as xr
-
-    from ysoscale.physics.isochrones import load_isochrone_grid
-    from ysoscale.physics.photometry import photometry_grid_path
-
-    band = ["gaia_g"]
-    with xr.open_zarr(photometry_grid_path()) as grid:
-        return ForwardModel(grid.sel(band=band), load_isochrone_grid(progress=False), bands=band)
+        return ForwardModel(grid.sel(band=bands), load_isochrone_grid(progress=False), bands=bands)
 
 
 def plugin_name(

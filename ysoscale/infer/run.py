@@ -35,8 +35,9 @@ import pandas as pd
 from ysoscale.catalog.columns import SchemaError, validate_schema
 from ysoscale.catalog.quality import RowFlag, check_rows
 from ysoscale.infer import cube
-from ysoscale.infer.kernel import SampleWeighting, infer_arrays, output_params
+from ysoscale.infer.kernel import infer_arrays, output_params
 from ysoscale.infer.plugin import ModelPlugin, worker_models
+from ysoscale.infer.selection import DetectionSelection
 from ysoscale.infer.summary import (
     summary_columns,
     write_frame_summary,
@@ -469,7 +470,7 @@ def infer(
         # the detection pattern of the surveys the catalog has columns of (and the model
         # bands of), checked here before any worker builds it
         detection_surveys = tuple(s for s in SURVEYS if set(SURVEY_MODELS[s].bands) & set(used))
-        SampleWeighting(None, None, surveys=detection_surveys).selection(config.bands)
+        DetectionSelection.from_surveys(config.bands, detection_surveys)
     unused = [b for b in bands if b not in config.bands]
     if unused:
         warnings.warn(

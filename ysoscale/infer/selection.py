@@ -54,7 +54,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS, SurveyModel, galactic_to_icrs
+from ysoscale.simulate.surveys import (
+    SURVEY_MODELS,
+    SURVEYS,
+    SurveyModel,
+    galactic_to_icrs,
+    icrs_to_galactic,
+)
 
 DEFAULT_MIN_PROBABILITY = 1e-6
 """Smallest detection probability of a detected band (see the module docstring)."""
@@ -207,6 +213,29 @@ def survey_footprints(
     """
     l_deg = np.asarray(l_deg, dtype=np.float64)
     b_deg = np.asarray(b_deg, dtype=np.float64)
-    ra, dec = galactic_to_icrs(l_deg, b_deg)
+    return _footprints(*galactic_to_icrs(l_deg, b_deg), l_deg, b_deg, surveys)
+
+
+def survey_footprints_icrs(
+    ra_deg: np.ndarray, dec_deg: np.ndarray, surveys: Sequence[str] = SURVEYS
+) -> np.ndarray:
+    """:func:`survey_footprints` of stars given in ICRS (ra, dec, deg); a star without a
+    finite position is outside every footprint.
+
+    Examples
+    --------
+    >>> survey_footprints_icrs(np.array([266.4, np.nan]), np.array([-28.9, 0.0]),
+    ...                        ("gaia",)).tolist()
+    [[True], [False]]
+    """
+    ra = np.asarray(ra_deg, dtype=np.float64)
+    dec = np.asarray(dec_deg, dtype=np.float64)
+    inside = _footprints(ra, dec, *icrs_to_galactic(ra, dec), surveys)
+    return inside & (np.isfinite(ra) & np.isfinite(dec))[:, None]
+
+
+def _footprints(
+    ra: np.ndarray, dec: np.ndarray, l_deg: np.ndarray, b_deg: np.ndarray, surveys: Sequence[str]
+) -> np.ndarray:
     columns = [SURVEY_MODELS[s].in_footprint(ra, dec, l_deg, b_deg) for s in surveys]
-    return np.column_stack(columns).astype(bool) if columns else np.zeros((len(l_deg), 0), bool)
+    return np.column_stack(columns).astype(bool) if columns else np.zeros((len(ra), 0), bool)
