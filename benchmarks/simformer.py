@@ -37,7 +37,11 @@ default model) on the held-out stars, in the simformer's bands (the set-transfor
 those of them it knows):
 
     python benchmarks/simformer.py --simformer MODEL [--also before=OLD_MODEL]
-        --heldout TEST.zarr --n-test 100000
+        --heldout TEST.zarr [--heldout MORE.zarr] --n-test 100000 [--patterns gaia,gaia+plx]
+
+A model directory with a ``recalibration.json`` (``ysoscale recalibrate``) is also scored
+as NAME+recal: its samples moved by the recalibration of each star's condition pattern,
+as ``ysoscale infer`` moves them. Fit it on another store than ``--heldout``.
 """
 
 from __future__ import annotations
@@ -53,25 +57,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ysoscale.infer.kernel import condition_pattern
 from ysoscale.nn import EstimatorConfig, PosteriorEstimator
 from ysoscale.nn.default import resolve_model
 from ysoscale.nn.predictive import p_disk, p_young, roc_auc
+from ysoscale.nn.recalibration import QuantileRecalibration
 from ysoscale.nn.simformer import Simformer
 from ysoscale.nn.simformer_config import SimformerConfig
 from ysoscale.simulate.surveys import SURVEY_MODELS
-from ysoscale.train.loader import StoreLoader
 from ysoscale.train.simformer_trainer import guidance_forward_model, train_simformer
 from ysoscale.train.trainer import TrainingConfig, train
 from ysoscale.validate import coverage_error
 from ysoscale.validate.data import YOUNG_LOG10_AGE
+from ysoscale.validate.heldout import CONDITION_VIEWS, held_out_stars, survey_view
 
 PARAMS = ("log10_mass", "log10_age", "mh", "log10_distance", "av", "rv")
-PATTERNS = {
-    "gaia": (("gaia",), False),
-    "gaia+plx": (("gaia",), True),
-    "gaia+tmass+plx": (("gaia", "tmass"), True),
-    "all+plx": (None, True),
-}
+PATTERNS = CONDITION_VIEWS
 
 
 def simulate_store(path: Path, n: int, seed: int, chunk: int) -> None:
@@ -82,24 +83,17 @@ def simulate_store(path: Path, n: int, seed: int, chunk: int) -> None:
     simulate(config, path, workers=0, progress=False)
 
 
-def held_out(store: Path, bands: tuple[str, ...], params: tuple[str, ...], n: int) -> dict:
-    loader = StoreLoader(store, params, bands, split="all", batch_size=n, band_dropout=0.0,
-                         survey_dropout=0.0, redraw_noise=False, with_truth=True)  # fmt: skip
-    batch = next(loader.epoch(0))
-    return {name: getattr(batch, name)[:n] for name in ("theta", "mag", "mag_err", "parallax",
-                                                         "parallax_error", "mag_true", "l_deg",
-                                                         "b_deg")}  # fmt: skip
+held_out, restrict = held_out_stars, survey_view  # the names other benchmarks import
 
 
-def restrict(data: dict, bands: tuple[str, ...], surveys: tuple[str, ...] | None, plx: bool):
-    """The pattern's view of the held-out stars: rows with at least one band left."""
-    keep = set(bands) if surveys is None else {b for s in surveys for b in SURVEY_MODELS[s].bands}
-    mask = np.array([b in keep for b in bands])
-    mag = np.where(mask, data["mag"], np.nan).astype(np.float32)
-    err = np.where(mask, data["mag_err"], np.nan).astype(np.float32)
-    parallax = data["parallax"] if plx else np.full_like(data["parallax"], np.nan)
-    rows = np.isfinite(mag).any(axis=1)
-    return rows, mag[rows], err[rows], parallax[rows], data["parallax_error"][rows]
+def held_out_pooled(stores: list[Path], bands, params, n: int) -> dict[str, np.ndarray]:
+    """The first ``n`` stars of ``stores`` in turn: those of the first, then of the next."""
+    parts: list[dict] = []
+    for store in stores:
+        got = sum(len(p["theta"]) for p in parts)
+        if got < n:
+            parts.append(held_out_stars(store, bands, params, n - got))
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def physics_residual(forward, theta: np.ndarray, params, mag: np.ndarray, use: np.ndarray):
@@ -125,7 +119,18 @@ def physics_residual(forward, theta: np.ndarray, params, mag: np.ndarray, use: n
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--store", help="training store (default: simulate --n-train stars)")
-    parser.add_argument("--heldout", help="held-out store (default: simulate --n-test stars)")
+    parser.add_argument(
+        "--heldout",
+        action="append",
+        help="held-out store (default: simulate --n-test stars); repeat it to take the stars "
+        "of the next store after the first runs out",
+    )
+    parser.add_argument(
+        "--patterns",
+        default=",".join(CONDITION_VIEWS),
+        help="condition patterns to score, comma-separated (split a long run between "
+        "processes; the physics residuals need all+plx)",
+    )
     parser.add_argument("--n-train", type=int, default=20_000)
     parser.add_argument("--n-test", type=int, default=5_000, help="held-out stars evaluated")
     parser.add_argument("--minutes", type=float, default=3.0, help="training time per model")
@@ -155,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="work directory (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, well under a minute")
     args = parser.parse_args(argv)
+    args.patterns = tuple(args.patterns.split(","))
+    unknown = sorted(set(args.patterns) - set(CONDITION_VIEWS))
+    if unknown:
+        parser.error(f"--patterns: unknown {unknown}; known: {list(CONDITION_VIEWS)}")
     if args.quick:
         args.n_train, args.n_test, args.minutes = 2000, 150, 0.08
         args.samples, args.steps, args.joint_stars, args.batch_size = 16, 2, 40, 256
@@ -179,16 +188,17 @@ def _run(args: argparse.Namespace, work: Path) -> None:
     """Score (training first unless ``--simformer``) with stores and models under ``work``."""
     started = time.perf_counter()
     store = Path(args.store) if args.store else work / "train.zarr"
-    heldout = Path(args.heldout) if args.heldout else work / "heldout.zarr"
+    heldout = [Path(h) for h in args.heldout] if args.heldout else [work / "heldout.zarr"]
     chunk = max(500, args.n_train // 10)
     if not args.store and not store.exists() and not args.simformer:
         simulate_store(store, args.n_train, seed=5, chunk=chunk)
-    if not args.heldout and not heldout.exists():
-        simulate_store(heldout, args.n_test, seed=6, chunk=max(500, args.n_test // 4))
+    if not args.heldout and not heldout[0].exists():
+        simulate_store(heldout[0], args.n_test, seed=6, chunk=max(500, args.n_test // 4))
 
     timings: dict[str, float] = {}
+    recalibrations: dict[str, QuantileRecalibration] = {}
     if args.simformer:
-        npe, simformers = _pretrained(args)
+        npe, simformers, recalibrations = _pretrained(args)
         bands = simformers["simformer"].config.bands
     else:
         surveys = tuple(args.surveys.split(","))
@@ -204,12 +214,14 @@ def _run(args: argparse.Namespace, work: Path) -> None:
         return padded[:, npe_columns]
 
     sf_params = simformers["simformer"].config.params
-    data = held_out(heldout, bands, sf_params, args.n_test)
+    data = held_out_pooled(heldout, bands, sf_params, args.n_test)
     truth_all = data["theta"][:, [sf_params.index(p) for p in PARAMS]]
     young_all = data["theta"][:, sf_params.index("log10_age")] < YOUNG_LOG10_AGE
     disk_all = data["theta"][:, sf_params.index("has_disk")] > 0.5
     results: dict = {}
     for pattern, (pattern_surveys, plx) in PATTERNS.items():
+        if pattern not in args.patterns:
+            continue
         rows, mag, err, parallax, parallax_error = restrict(data, bands, pattern_surveys, plx)
         # both models score the same stars: those the set-transformer sees a band of
         seen = np.isfinite(npe_view(mag)).any(axis=1)
@@ -240,6 +252,22 @@ def _run(args: argparse.Namespace, work: Path) -> None:
             if plx:
                 entry[name]["distance_by_snr"] = distance_by_snr(picked, truth, parallax,
                                                                  parallax_error)  # fmt: skip
+            if name in recalibrations:
+                # what the kernel does to these samples (infer_arrays, recalibration=)
+                pattern_bits = condition_pattern(mag, err, parallax, parallax_error,
+                                                 model.config.bands)  # fmt: skip
+                moved = recalibrations[name].apply(s, pattern_bits, sf_params)
+                recal = moved[..., [sf_params.index(p) for p in PARAMS]]
+                entry[f"{name}+recal"] = _scores(recal, truth, young, PARAMS,
+                                                 s[..., sf_params.index("has_disk")],
+                                                 disk_all[rows])  # fmt: skip
+                if plx:
+                    entry[f"{name}+recal"]["distance_by_snr"] = distance_by_snr(
+                        recal, truth, parallax, parallax_error)  # fmt: skip
+                if pattern == "all+plx":
+                    use = np.isfinite(mag) & ~disk_all[rows][:, None]
+                    entry[f"{name}+recal"]["residual_observed"] = physics_residual(
+                        forward, recal, PARAMS, mag, use)  # fmt: skip
             if pattern == "all+plx":
                 use = np.isfinite(mag) & ~disk_all[rows][:, None]
                 entry[name]["residual_observed"] = physics_residual(
@@ -269,8 +297,16 @@ def _run(args: argparse.Namespace, work: Path) -> None:
             use = np.isfinite(mag) & ~disk_all[rows][:, None]
             entry["npe"]["residual_observed"] = physics_residual(forward, samples, PARAMS, mag, use)
         results[pattern] = entry
-    _print_tables(results, args, timings, ("npe", *simformers))
-    summary = _summary(results, timings, args, time.perf_counter() - started, ("npe", *simformers))
+    scored = (
+        "npe",
+        *(
+            m
+            for name in simformers
+            for m in (name, *([f"{name}+recal"] if name in recalibrations else []))
+        ),
+    )
+    _print_tables(results, args, timings, scored)
+    summary = _summary(results, timings, args, time.perf_counter() - started, scored)
     clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
              for k, v in summary.items()}  # fmt: skip
     print(json.dumps(clean))
@@ -298,8 +334,9 @@ def _train_models(store: Path, work: Path, bands: tuple[str, ...], args, timings
     return npe, simformers
 
 
-def _pretrained(args) -> tuple[PosteriorEstimator, dict[str, Simformer]]:
-    """The models named by ``--npe``, ``--simformer`` and ``--simformer-guided``."""
+def _pretrained(args) -> tuple[PosteriorEstimator, dict[str, Simformer], dict]:
+    """The models named by ``--npe``, ``--simformer`` and ``--simformer-guided``, and the
+    recalibrations saved with them (``ysoscale recalibrate``), scored as NAME+recal."""
     npe = PosteriorEstimator.load(resolve_model(args.npe)).eval()
     simformers = {"simformer": Simformer.load(args.simformer).eval()}
     if args.simformer_guided:
@@ -314,7 +351,9 @@ def _pretrained(args) -> tuple[PosteriorEstimator, dict[str, Simformer]]:
     for model in simformers.values():
         model.config = dataclasses.replace(model.config, default_solver=args.solver,
                                            default_steps=args.steps)  # fmt: skip
-    return npe, simformers
+    paths = {"simformer": args.simformer, "simformer_guided": args.simformer_guided, **args.also}
+    recalibrations = {name: QuantileRecalibration.load(paths[name]) for name in simformers}
+    return npe, simformers, {k: v for k, v in recalibrations.items() if v is not None}
 
 
 SNR_BINS = {"<5": (-np.inf, 5.0), "5-20": (5.0, 20.0), "20-100": (20.0, 100.0),
@@ -378,9 +417,11 @@ def _print_tables(results: dict, args, timings: dict, models: tuple[str, ...]) -
         for model in models:
             cov = " | ".join(f"{entry[model]['coverage_error'][p]:.3f}" for p in PARAMS)
             print(f"| {pattern} | {model} | {cov} |")
-    entry = results["all+plx"]
-    for model in models[1:]:
-        s = entry[model]
+    all_bands = results.get("all+plx", {})
+    for model in models[1:] if all_bands else ():
+        s = all_bands[model]
+        if "auc_excess" not in s:
+            continue
         print(f"{model}: ROC AUC of the largest infrared-excess score for a disk "
               f"({s['n_excess']} stars with a scored band): {s['auc_excess']:.3f}")  # fmt: skip
     print("\nlog10_distance coverage error (max over 10 levels) by parallax S/N [stars]")
@@ -392,11 +433,13 @@ def _print_tables(results: dict, args, timings: dict, models: tuple[str, ...]) -
             if bins:
                 cells = " | ".join(f"{e:.3f} [{n}]" for n, e in bins.values())
                 print(f"| {pattern} | {model} | {cells} |")
+    if not all_bands:
+        return
     print("\nguidance ablation (all bands + parallax): median |m_fwd(theta) - m|, mag")
     print("| model | vs observed (disk-free) | vs own predicted bands | max cov. err |")
     print("|---|---|---|---|")
     for model in models:
-        s = entry[model]
+        s = all_bands[model]
         pred = f"{s['residual_predicted']:.4f}" if "residual_predicted" in s else "-"
         print(f"| {model} | {s['residual_observed']:.4f} | {pred} | "
               f"{s['max_coverage_error']:.3f} |")  # fmt: skip
@@ -424,12 +467,18 @@ def _summary(results: dict, timings: dict, args, seconds: float, models: tuple[s
             entry["simformer"]["mad"]["log10_age"], entry["npe"]["mad"]["log10_age"]
         )
         out[f"{pattern}/simformer/auc_p_disk"] = round(entry["simformer"]["auc_p_disk"], 4)
+    out |= {k: round(v, 1) for k, v in timings.items()}
+    out["n_test_stars"] = max(entry["n_stars"] for entry in results.values())
+    out["seconds"] = round(seconds, 1)
+    if "all+plx" not in results:
+        return out
     entry = results["all+plx"]
     for model in models:
         out[f"residual_observed/{model}"] = round(entry[model]["residual_observed"], 4)
     for model in models[1:]:
-        out[f"residual_predicted/{model}"] = round(entry[model]["residual_predicted"], 4)
-        out[f"all+plx/{model}/auc_excess_disk"] = round(entry[model]["auc_excess"], 4)
+        if "auc_excess" in entry[model]:
+            out[f"residual_predicted/{model}"] = round(entry[model]["residual_predicted"], 4)
+            out[f"all+plx/{model}/auc_excess_disk"] = round(entry[model]["auc_excess"], 4)
     if "simformer_guided" in entry:
         out["residual_observed_ratio_guided_vs_unguided"] = ratio(
             entry["simformer_guided"]["residual_observed"], entry["simformer"]["residual_observed"]
@@ -437,9 +486,6 @@ def _summary(results: dict, timings: dict, args, seconds: float, models: tuple[s
     out["residual_observed_ratio_simformer_vs_npe"] = ratio(
         entry["simformer"]["residual_observed"], entry["npe"]["residual_observed"]
     )
-    out |= {k: round(v, 1) for k, v in timings.items()}
-    out["n_test_stars"] = results["all+plx"]["n_stars"]
-    out["seconds"] = round(seconds, 1)
     return out
 
 

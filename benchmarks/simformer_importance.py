@@ -44,7 +44,6 @@ benchmarks/heldout_independent.toml --workers 2 --out heldout_independent.zarr``
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -52,7 +51,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import xarray as xr
 
 from ysoscale.infer.importance import DiskMarginal, importance_sample, log_importance_weight
 from ysoscale.infer.kernel_proposal import (
@@ -69,6 +67,7 @@ from ysoscale.nn.simformer import Simformer, load_estimator
 from ysoscale.physics.forward import ForwardModel
 from ysoscale.simulate.surveys import SURVEY_MODELS
 from ysoscale.validate import LEVELS, coverage_of_pit, importance_pit, pit
+from ysoscale.validate.heldout import store_identity
 
 sys.path.insert(0, str(Path(__file__).parent))
 from simformer import PATTERNS, held_out, restrict  # noqa: E402  (the patterns of benchmarks/simformer.py)
@@ -220,19 +219,6 @@ def summarise(estimator: str, pattern: str, per_star: dict) -> dict:
         "resampled": worst(per_star["u_resampled"]),
         "mad": star_mad(per_star["median"], per_star["truth"]).tolist(),
     }
-
-
-def store_identity(store: str | Path) -> str:
-    """The held-out store's identity: a hash of the configuration that simulated it.
-
-    Stores are bitwise reproducible from their configuration, so two stores with the same
-    identity hold the same stars and two with different ones (another seed) do not.
-    """
-    with xr.open_zarr(store) as ds:
-        config = ds.attrs.get("config", "")
-    if not config:
-        raise SystemExit(f"{store} records no simulation config; is it a ysoscale store?")
-    return hashlib.sha256(config.encode()).hexdigest()[:16]
 
 
 def save(path: Path, runs: dict, store: str) -> None:

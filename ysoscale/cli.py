@@ -315,6 +315,7 @@ def _cmd_infer(args: argparse.Namespace) -> int:
         scheduler=args.scheduler,
         gpu=args.gpu,
         importance=args.importance,
+        recalibrate=not args.no_recalibration,
         **({} if args.young_age_myr is None else {"young_age_myr": args.young_age_myr}),
     )
     print(report.summary())
@@ -325,6 +326,21 @@ def _cmd_infer(args: argparse.Namespace) -> int:
             report.cube, args.xp, args.xp_model, workers=args.workers, scheduler=args.scheduler
         )
         print(xp.summary())
+    return 0
+
+
+def _cmd_recalibrate(args: argparse.Namespace) -> int:
+    from ysoscale.validate.recalibrate import fit_recalibration
+
+    recalibration = fit_recalibration(
+        args.model, args.data, n_stars=args.stars, n_samples=args.samples, seed=args.seed,
+        min_stars=args.min_stars,
+    )  # fmt: skip
+    patterns = sorted(k for k in recalibration.pit_quantiles if k >= 0)
+    print(f"recalibration of {args.model} written: {recalibration.fitted_on['pits']} PITs of "
+          f"{recalibration.fitted_on['stars']} stars; own maps for condition patterns "
+          f"{patterns} (others use the map of all); largest level shift "
+          f"{recalibration.worst_shift():.3f}")  # fmt: skip
     return 0
 
 
@@ -532,12 +548,34 @@ def build_parser() -> argparse.ArgumentParser:
         "weighted intervals are too narrow (README, 'Importance weights in the cube')",
     )
     inf.add_argument(
+        "--no-recalibration",
+        dest="no_recalibration",
+        action="store_true",
+        help="leave the samples as the estimator drew them, even if the model directory has "
+        "a recalibration.json (`ysoscale recalibrate`)",
+    )
+    inf.add_argument(
         "--xp",
         metavar="XP_STORE",
         help="ingest-xp store: also write xp_latent, xp_chi2_dof, xp_anomaly, xp_population",
     )
     inf.add_argument("--xp-model", dest="xp_model", help="sVAE model directory (with --xp)")
     inf.set_defaults(func=_cmd_infer)
+
+    recal = sub.add_parser(
+        "recalibrate",
+        help="fit a model's quantile recalibration on held-out simulated stars (written into "
+        "the model directory; `infer` applies it)",
+    )
+    recal.add_argument("--model", required=True, help="model directory")
+    recal.add_argument("--data", required=True,
+                       help="simulated store the model was not trained on")  # fmt: skip
+    recal.add_argument("--stars", type=int, default=12_000, help="stars read from the store")
+    recal.add_argument("--samples", type=int, default=32, help="posterior samples per star")
+    recal.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    recal.add_argument("--min-stars", dest="min_stars", type=int, default=2000,
+                       help="PITs a condition pattern needs for a map of its own")  # fmt: skip
+    recal.set_defaults(func=_cmd_recalibrate)
 
     deploy = sub.add_parser(
         "deploy",

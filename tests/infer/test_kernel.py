@@ -169,3 +169,33 @@ def test_standard_normal_is_keyed_and_normal():
     # negative and huge ids are keys like any other
     big = standard_normal(np.array([-1, 2**62]), 0, 8, 2)
     assert np.isfinite(big).all() and not np.array_equal(big[0], big[1])
+
+
+def test_a_recalibration_moves_each_star_by_the_map_of_its_pattern(model, stars) -> None:
+    """The kernel's samples with a recalibration are the plain ones moved by
+    ``QuantileRecalibration.apply`` with each star's condition pattern; what is derived
+    (distance_pc) follows the moved samples; the moved samples have no log_prob."""
+    from ysoscale.nn.recalibration import ALL_PATTERNS, QuantileRecalibration
+
+    ids, check = stars
+    params = model.config.params
+    levels = np.array([0.25, 0.5, 0.75])
+    widen = np.tile([[0.1], [0.5], [0.9]], (1, len(params)))
+    shift = np.tile([[0.4], [0.6], [0.8]], (1, len(params)))
+    recalibration = QuantileRecalibration(params, levels, {ALL_PATTERNS: widen, 129: shift},
+                                          {ALL_PATTERNS: np.zeros(len(params)),
+                                           129: np.zeros(len(params))})  # fmt: skip
+    plain = run(model, check, ids=ids)
+    moved = run(model, check, ids=ids, recalibration=recalibration)
+    sampled = plain["sampled"]
+    n_param = len(params)
+    expected = recalibration.apply(plain["samples"][..., :n_param], plain["condition_pattern"],
+                                   params)  # fmt: skip
+    np.testing.assert_allclose(moved["samples"][..., :n_param], expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(moved["samples"][sampled], plain["samples"][sampled])
+    assert {129} < set(plain["condition_pattern"][sampled].tolist())  # both maps serve
+    distance = 10.0 ** moved["samples"][..., params.index("log10_distance")]
+    np.testing.assert_allclose(moved["samples"][..., output_params(params, False).index(
+        "distance_pc")], distance, rtol=1e-4)  # fmt: skip
+    assert np.isnan(moved["log_prob"]).all() and np.isfinite(plain["log_prob"][sampled]).all()
+    np.testing.assert_array_equal(moved["condition_pattern"], plain["condition_pattern"])

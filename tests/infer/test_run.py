@@ -13,7 +13,7 @@ import xarray as xr
 
 from tests.infer import synthetic_catalog, write_hats
 from ysoscale.catalog.quality import RowFlag
-from ysoscale.cli import main
+from ysoscale.cli import build_parser, main
 from ysoscale.infer import FLAG_BITS, PADDING, STATS, infer, open_cube
 from ysoscale.infer.cube import Layout
 from ysoscale.infer.summary import summary_columns
@@ -316,3 +316,43 @@ def test_importance_with_a_simformer_and_a_model_without_physical_parameters(tmp
     with pytest.raises(ValueError, match="physical parameters"):
         infer(tmp_path / "catalog.parquet", tmp_path / "run2", model=other, n_samples=8,
               workers=0, progress=False, importance=True)  # fmt: skip
+
+
+def test_a_model_directory_with_a_recalibration_applies_it(tmp_path, model_dir, catalog):
+    """A ``recalibration.json`` beside the weights is applied to every star by its condition
+    pattern and recorded (with the file's hash) in the run configuration;
+    ``--no-recalibration`` leaves the samples as drawn; a cube of one is not resumed as
+    the other."""
+    import shutil
+
+    from ysoscale.nn.recalibration import ALL_PATTERNS, QuantileRecalibration
+    from ysoscale.nn.simformer import load_estimator
+
+    model = shutil.copytree(model_dir, tmp_path / "model")
+    params = load_estimator(model).config.params
+    widen = np.tile([[0.1], [0.5], [0.9]], (1, len(params)))
+    QuantileRecalibration(params, np.array([0.25, 0.5, 0.75]), {ALL_PATTERNS: widen},
+                          {ALL_PATTERNS: np.zeros(len(params))},
+                          fitted_on={"store": "test"}).save(model)  # fmt: skip
+    catalog.iloc[:60].to_parquet(tmp_path / "catalog.parquet")
+    runs = {}
+    for name, recalibrate in (("moved", True), ("plain", False)):
+        report = infer(tmp_path / "catalog.parquet", tmp_path / name, model=model, n_samples=8,
+                       workers=0, progress=False, recalibrate=recalibrate)  # fmt: skip
+        runs[name] = open_cube(report.cube)
+    record = json.loads(runs["moved"].attrs["run_config"])["recalibration"]
+    assert record["store"] == "test" and len(record["sha256"]) == 64
+    assert json.loads(runs["plain"].attrs["run_config"])["recalibration"] is None
+    n_param = len(params)
+    plain = runs["plain"].samples.values[..., :n_param]
+    expected = QuantileRecalibration.load(model).apply(
+        plain, runs["plain"].condition_pattern.values, params)  # fmt: skip
+    np.testing.assert_allclose(runs["moved"].samples.values[..., :n_param], expected,
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert np.nanmean(np.nanstd(runs["moved"].samples.values[..., :n_param], axis=1)) > (
+        np.nanmean(np.nanstd(plain, axis=1)))  # the map widens
+    with pytest.raises(ValueError, match="another run_config"):
+        infer(tmp_path / "catalog.parquet", tmp_path / "plain", model=model, n_samples=8,
+              workers=0, progress=False)  # fmt: skip
+    args = build_parser().parse_args(["infer", "x", "--out", "y", "--no-recalibration"])
+    assert args.no_recalibration

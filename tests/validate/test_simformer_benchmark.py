@@ -16,6 +16,7 @@ from ysoscale.nn.simformer import Simformer
 from ysoscale.nn.simformer_config import SimformerConfig
 from ysoscale.simulate.config import SimulationConfig
 from ysoscale.simulate.run import simulate
+from ysoscale.validate.recalibrate import fit_recalibration
 
 GAIA_TMASS = ("gaia_g", "gaia_bp", "gaia_rp", "tmass_j", "tmass_h", "tmass_ks")
 
@@ -36,6 +37,8 @@ def test_given_models_are_scored_on_every_pattern(
     bands = (*GAIA_TMASS, "wise_w1", "wise_w2", "wise_w3", "wise_w4")
     Simformer(SimformerConfig(bands=bands, width=16, depth=1, heads=2, ff=32,
                               attention="cached_context")).save(simformer)  # fmt: skip
+    # a recalibration fitted on the same stars: the wiring of NAME+recal, not its accuracy
+    fit_recalibration(simformer, store, n_stars=120, n_samples=8, min_stars=30, progress=False)
     native = tmp_path / "native"
     Simformer(SimformerConfig(bands=bands, width=16, depth=1, heads=2, ff=32,
                               distance_frame="native")).save(native)  # fmt: skip
@@ -47,7 +50,7 @@ def test_given_models_are_scored_on_every_pattern(
     assert 0 < result["n_test_stars"] <= 120
     assert result["n_train"] is None and result["simformer"] == str(simformer)
     for pattern, (_, plx) in benchmark.PATTERNS.items():
-        for model in ("npe", "simformer", "native"):
+        for model in ("npe", "simformer", "simformer+recal", "native"):
             assert 0.0 <= result[f"{pattern}/{model}/max_coverage_error"] <= 1.0
             assert math.isfinite(result[f"{pattern}/{model}/mad_log10_age"])
             by_snr = [k for k in result if k.startswith(f"{pattern}/{model}/distance_coverage")]
@@ -58,6 +61,18 @@ def test_given_models_are_scored_on_every_pattern(
     assert "residual_observed_ratio_guided_vs_unguided" not in result
     assert "models: npe" in printed and "training:" not in printed
     assert "log10_distance coverage error" in printed and "| all+plx | native |" in printed
+    assert "native+recal" not in printed  # native has no recalibration
+    assert math.isfinite(result["residual_observed/simformer+recal"])
+    # a second store's stars follow the first's; one pattern scored, no residuals
+    benchmark.main(["--simformer", str(simformer), "--npe", str(npe), "--heldout", str(store),
+                    "--heldout", str(store), "--n-test", "450", "--patterns", "gaia",
+                    "--samples", "4", "--steps", "1"])  # fmt: skip
+    pooled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert pooled["n_test_stars"] > result["n_test_stars"]
+    assert "gaia/simformer+recal/max_coverage_error" in pooled
+    assert not any(k.startswith("all+plx") or "residual" in k for k in pooled)
+    with pytest.raises(SystemExit):
+        benchmark.main(["--simformer", str(simformer), "--patterns", "gaia,nope"])
     with pytest.raises(SystemExit):
         benchmark.main(["--simformer-guided", str(simformer), "--heldout", str(store)])
     with pytest.raises(SystemExit):

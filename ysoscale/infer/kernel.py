@@ -38,6 +38,7 @@ from ysoscale.infer.selection import DetectionSelection, survey_footprints_icrs
 from ysoscale.nn.batching import stars_per_call
 from ysoscale.nn.npe import PosteriorEstimator
 from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR, p_disk, p_young
+from ysoscale.nn.recalibration import QuantileRecalibration
 from ysoscale.nn.simformer import Simformer
 from ysoscale.physics.forward import ForwardModel
 from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS
@@ -329,6 +330,7 @@ def infer_arrays(
     young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR,
     weighting: SampleWeighting | None = None,
     position: tuple[np.ndarray, np.ndarray] | None = None,
+    recalibration: QuantileRecalibration | None = None,
 ) -> dict[str, np.ndarray]:
     """Posterior samples and summaries, and young-star products, of a block of stars.
 
@@ -362,6 +364,12 @@ def infer_arrays(
     position : (ra, dec) arrays of shape (n,), optional
         Degrees (ICRS); needed when ``weighting`` weighs the detection pattern (its survey
         footprints). A star with no finite position counts as outside every footprint.
+    recalibration : QuantileRecalibration, optional
+        The model's quantile recalibration (:mod:`ysoscale.nn.recalibration`): each
+        star's samples are moved, rank by rank, to the recalibrated quantiles of its
+        ``condition_pattern`` before anything is derived from them. Not with
+        ``weighting``, whose weights are those of the estimator's own samples. The moved
+        samples' ``log_prob`` is NaN (their density is not the estimator's).
 
     Returns
     -------
@@ -416,6 +424,9 @@ def infer_arrays(
     n_param, n_out = len(params), len(out_params)
     if not young_age_myr > 0:
         raise ValueError(f"young_age_myr must be positive, got {young_age_myr}")
+    if recalibration is not None and weighting is not None:
+        raise ValueError("recalibration and importance weighting do not combine: the "
+                         "weights are those of the estimator's own samples")  # fmt: skip
     with np.errstate(invalid="ignore"):
         observed = np.isfinite(mag) & np.isfinite(mag_err) & (mag_err > 0)
     sampled = np.asarray(usable, dtype=bool) & observed.any(axis=1)
@@ -441,6 +452,11 @@ def infer_arrays(
         if position is None:
             raise ValueError("weighing the detection pattern needs each star's (ra, dec)")
         footprint = survey_footprints_icrs(*position, selection.surveys)
+    pattern = condition_pattern(
+        mag, mag_err, parallax, parallax_error, model.config.bands,
+        use_parallax=getattr(model.config, "use_parallax", True),
+    )  # fmt: skip
+    pattern[~sampled] = 0
     model.eval()
     with torch.inference_mode():
         todo = np.flatnonzero(sampled)
@@ -466,8 +482,11 @@ def infer_arrays(
                 assert lp.shape == z.shape[:2], f"log_prob shape {tuple(lp.shape)}"
                 theta = theta.transpose(0, 1)
                 lp = lp.transpose(0, 1)
-            if lp is not None:
+            if lp is not None and recalibration is None:  # moved samples: density unknown
                 log_prob[rows] = lp.float().cpu().numpy()
+            if recalibration is not None:
+                moved = recalibration.apply(theta.float().cpu().numpy(), pattern[rows], params)
+                theta = torch.from_numpy(moved).to(theta.device)
             full = _derived(theta, params, out_params, forward)
             samples[rows] = full.cpu().numpy()
             if weighting is None:
@@ -496,11 +515,6 @@ def infer_arrays(
         young = p_young(samples[..., params.index("log10_age")], young_age_myr, weights)
     if "has_disk" in params:
         disk = p_disk(samples[..., params.index("has_disk")])
-    pattern = condition_pattern(
-        mag, mag_err, parallax, parallax_error, model.config.bands,
-        use_parallax=getattr(model.config, "use_parallax", True),
-    )  # fmt: skip
-    pattern[~sampled] = 0
     out = {
         "samples": samples,
         "summary": summary,

@@ -19,19 +19,22 @@ from distributed import WorkerPlugin
 
 from ysoscale.infer.kernel import SampleWeighting
 from ysoscale.nn.npe import PosteriorEstimator
+from ysoscale.nn.recalibration import QuantileRecalibration
 from ysoscale.nn.simformer import Simformer, load_estimator
 from ysoscale.physics.forward import ForwardModel
 
 
 @dataclass(frozen=True)
 class LoadedModels:
-    """The estimator, (for the physical parametrisation) the isochrone forward model, and
-    with importance weighting the forward model of every band and the prior."""
+    """The estimator, (for the physical parametrisation) the isochrone forward model, with
+    importance weighting the forward model of every band and the prior, and the model's
+    quantile recalibration if its directory has one (``ysoscale recalibrate``)."""
 
     model: PosteriorEstimator | Simformer
     forward: ForwardModel | None
     device: str
     weighting: SampleWeighting | None = None
+    recalibration: QuantileRecalibration | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -66,6 +69,8 @@ def load_models(
     'log10_mass'
     """
     device = resolve_device(device)
+    from ysoscale.nn.default import resolve_model
+
     if model_dir is None:
         from ysoscale.nn.default import load_default_model
 
@@ -77,7 +82,8 @@ def load_models(
     if isochrones:
         forward = _isochrone_forward_model().to(device)
     weights = _sample_weighting(model.config.bands, device) if weighting else None
-    return LoadedModels(model, forward, device, weights)
+    recalibration = QuantileRecalibration.load(resolve_model(model_dir))
+    return LoadedModels(model, forward, device, weights, recalibration)
 
 
 def _sample_weighting(bands: tuple[str, ...], device: str) -> SampleWeighting:

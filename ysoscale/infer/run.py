@@ -19,6 +19,7 @@ on scheduling. The summary HATS catalog is written once every partition is done.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -47,6 +48,7 @@ from ysoscale.nn.config import PHYSICAL_PARAMS
 from ysoscale.nn.default import DEFAULT_MODEL_DIR, resolve_model
 from ysoscale.nn.model_files import read_card
 from ysoscale.nn.predictive import DEFAULT_AGE_THRESHOLD_MYR
+from ysoscale.nn.recalibration import RECALIBRATION_FILE, QuantileRecalibration
 from ysoscale.nn.simformer import config_from_card
 from ysoscale.physics.grids import ensure_default_grids
 from ysoscale.simulate.surveys import SURVEY_MODELS, SURVEYS
@@ -73,6 +75,7 @@ class RunSpec:
     young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR  # threshold of p_young
     importance: bool = False  # importance-weight the samples (kernel.SampleWeighting)
     detection_surveys: tuple[str, ...] = ()  # with importance: the detection pattern's
+    recalibrate: bool = False  # apply the model's recalibration.json (ysoscale recalibrate)
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,7 @@ def run_partition(frame: pd.DataFrame, spec: RunSpec, part: Partition) -> dict[s
                 young_age_myr=spec.young_age_myr,
                 weighting=weighting,
                 position=(ra[rows], dec[rows]),
+                recalibration=loaded.recalibration if spec.recalibrate else None,
             )
             n_inferred += int(out["sampled"].sum())
             n = rows.stop - rows.start
@@ -356,6 +360,18 @@ class InferReport:
         return "\n".join(lines)
 
 
+def _recalibration_record(model_dir: str | None, apply: bool) -> dict | None:
+    """What the run configuration records of the model's recalibration: None when none is
+    applied, else its fit (``fitted_on``) and the sha256 of its file, so that a resumed
+    run with another recalibration is refused (the cube's attributes differ)."""
+    directory = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+    recalibration = QuantileRecalibration.load(directory) if apply else None
+    if recalibration is None:
+        return None
+    digest = hashlib.sha256((directory / RECALIBRATION_FILE).read_bytes()).hexdigest()
+    return {"sha256": digest, **dict(recalibration.fitted_on)}
+
+
 def infer(
     input: str | Path,
     out_dir: str | Path,
@@ -371,6 +387,7 @@ def infer(
     partition_rows: int = 50_000,
     young_age_myr: float = DEFAULT_AGE_THRESHOLD_MYR,
     importance: bool = False,
+    recalibrate: bool = True,
 ) -> InferReport:
     """Posterior samples of every star of ``input`` into ``out_dir``, resuming a partial run.
 
@@ -415,6 +432,12 @@ def infer(
         weighed at each star's position. Needs a model of the physical parametrisation.
         Experimental: with few effective samples the weighted quantiles are too narrow
         (README, "Importance weights in the cube").
+    recalibrate : bool
+        Apply the model's quantile recalibration, if its directory has one (``ysoscale
+        recalibrate``, :mod:`ysoscale.nn.recalibration`): every star's samples are moved
+        to the recalibrated quantiles of its condition pattern. Never with ``importance``
+        (the weights are those of the estimator's own samples). The run configuration
+        records the recalibration applied (its fit and the file's hash), or null.
 
     Returns
     -------
@@ -477,6 +500,7 @@ def infer(
             f"bands {unused} are not used: the model was not trained on them", stacklevel=2
         )
 
+    recalibration = _recalibration_record(model_dir, recalibrate and not importance)
     provenance = ensure_default_grids(progress) if isochrones else {}
     layout = cube.Layout(source.rows, source.order, source.pixel, star_chunk)
     run_config = {
@@ -490,6 +514,7 @@ def infer(
         "young_age_myr": young_age_myr,
         "importance": importance,
         **({"detection_surveys": list(detection_surveys)} if importance else {}),
+        "recalibration": recalibration,
         **({"partition_rows": partition_rows} if source.kind == "file" else {}),
         **provenance,
     }
@@ -519,6 +544,7 @@ def infer(
         young_age_myr=young_age_myr,
         importance=importance,
         detection_surveys=detection_surveys,
+        recalibrate=recalibration is not None,
     )
     done = set(cube.done_partitions(cube_path).tolist())
     starts = layout.start
