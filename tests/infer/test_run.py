@@ -350,7 +350,8 @@ def test_a_model_directory_with_a_recalibration_applies_it(tmp_path, model_dir, 
     np.testing.assert_allclose(runs["moved"].samples.values[..., :n_param], expected,
                                rtol=1e-5, atol=1e-5)  # fmt: skip
     assert np.nanmean(np.nanstd(runs["moved"].samples.values[..., :n_param], axis=1)) > (
-        np.nanmean(np.nanstd(plain, axis=1)))  # the map widens
+        np.nanmean(np.nanstd(plain, axis=1))
+    )  # the map widens
     with pytest.raises(ValueError, match="another run_config"):
         infer(tmp_path / "catalog.parquet", tmp_path / "plain", model=model, n_samples=8,
               workers=0, progress=False)  # fmt: skip

@@ -83,8 +83,11 @@ def test_each_pattern_gets_its_own_map_and_a_rare_one_the_pooled_map() -> None:
 def test_ranks_nan_samples_other_parameters_and_bounds_are_kept() -> None:
     rng = np.random.default_rng(3)
     recalibration = QuantileRecalibration(
-        ("x",), np.array([0.25, 0.5, 0.75]), {ALL_PATTERNS: np.array([[0.1], [0.5], [0.9]])},
-        {ALL_PATTERNS: np.array([100])}, bounds={"x": (-2.0, 2.0)},
+        ("x",),
+        np.array([0.25, 0.5, 0.75]),
+        {ALL_PATTERNS: np.array([[0.1], [0.5], [0.9]])},
+        {ALL_PATTERNS: np.array([100])},
+        bounds={"x": (-2.0, 2.0)},
     )  # fmt: skip  (a widening map: the samples move outwards)
     samples = rng.normal(size=(50, 16, 2)).astype(np.float32)
     samples[0, :3, 0] = np.nan

@@ -49,6 +49,7 @@ def test_the_command_writes_maps_of_the_store_into_the_model_directory(
     assert code == 0
     assert "recalibration of" in capsys.readouterr().out
     content = json.loads((simformer / RECALIBRATION_FILE).read_text())
+    assert (simformer / "recalibration.png").stat().st_size > 10_000
     recalibration = QuantileRecalibration.load(simformer)
     assert recalibration.params == tuple(p for p in Simformer.load(simformer).config.params
                                          if p != "has_disk")  # fmt: skip

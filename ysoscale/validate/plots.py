@@ -277,3 +277,48 @@ __all__ = [
     "plot_tarp",
     "plot_widths",
 ]
+
+
+def plot_recalibration(recalibration, max_patterns: int = 6) -> Figure:
+    """The maps of a :class:`~ysoscale.nn.recalibration.QuantileRecalibration`: per
+    parameter, the held-out PIT quantile ``R^-1`` against the level, one line per
+    condition pattern (the ``max_patterns`` with most stars, and all stars together).
+    Above the diagonal the estimator's posteriors sat too low (truths above their middle),
+    steeper than it in the middle: they were too wide.
+
+    Examples
+    --------
+    >>> from ysoscale.nn.recalibration import ALL_PATTERNS, QuantileRecalibration
+    >>> recal = QuantileRecalibration(("av",), np.array([0.25, 0.5, 0.75]),
+    ...     {ALL_PATTERNS: np.array([[0.2], [0.5], [0.8]])}, {ALL_PATTERNS: np.array([500])})
+    >>> fig = plot_recalibration(recal)
+    >>> fig.savefig("/tmp/recalibration.png")  # doctest: +SKIP
+    """
+    from ysoscale.infer.kernel import CONDITION_PATTERN_BITS
+    from ysoscale.nn.recalibration import ALL_PATTERNS
+
+    def label(pattern: int) -> str:
+        if pattern == ALL_PATTERNS:
+            return "all patterns"
+        names = [n for i, n in enumerate(CONDITION_PATTERN_BITS) if pattern >> i & 1]
+        return "+".join(names) or "none"
+
+    by_size = sorted((k for k in recalibration.pit_quantiles if k != ALL_PATTERNS),
+                     key=lambda k: -int(np.max(recalibration.n_stars[k])))  # fmt: skip
+    shown = [ALL_PATTERNS, *by_size[:max_patterns]]
+    params = recalibration.params
+    fig, axes = _grid(len(params), ncols=3, size=(3.4, 3.2))
+    grid = np.concatenate([[0.0], recalibration.levels, [1.0]])
+    for j, (ax, param) in enumerate(zip(axes, params, strict=True)):
+        ax.plot([0, 1], [0, 1], color="k", lw=1, ls="--")
+        for pattern in shown:
+            knots = np.asarray(recalibration.pit_quantiles[pattern])[:, j]
+            if not np.all(np.isfinite(knots)):
+                continue  # this pattern uses the map of all stars for the parameter
+            style = {"color": "k", "lw": 2} if pattern == ALL_PATTERNS else {"lw": 1.1}
+            ax.plot(grid, np.r_[0.0, knots, 1.0], label=label(pattern), **style)
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=param, xlabel="nominal level",
+               ylabel="held-out PIT quantile")  # fmt: skip
+    axes[0].legend(fontsize=6, loc="upper left")
+    fig.suptitle("Quantile recalibration maps (R⁻¹): the diagonal is a calibrated estimator")
+    return fig

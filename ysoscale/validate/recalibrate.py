@@ -35,6 +35,10 @@ RECALIBRATION_VIEWS: dict[str, tuple[tuple[str, ...] | None, bool]] = {
 """Survey views the maps are fitted in: those of the benchmark and every band without the
 parallax, so that the common catalogs' patterns have stars of their own."""
 
+RECALIBRATION_PLOT = "recalibration.png"
+"""The figure of the maps written beside them (:func:`~ysoscale.validate.plots.
+plot_recalibration`)."""
+
 DISCRETE_PARAMS = ("has_disk",)
 """Parameters left as sampled: a 0/1 indicator has no quantiles to move."""
 
@@ -122,7 +126,8 @@ def fit_recalibration(
     seed : seed of the draws
     min_stars : PITs a condition pattern needs for a map of its own
     progress : show a progress bar
-    write : save ``recalibration.json`` into ``model_dir``
+    write : save ``recalibration.json`` and its figure ``recalibration.png`` into
+        ``model_dir``
 
     Examples
     --------
@@ -154,11 +159,15 @@ def fit_recalibration(
                                               bounds=bounds, fitted_on=fitted_on)  # fmt: skip
     if write:
         recalibration.save(model_dir)
+        from ysoscale.validate.plots import plot_recalibration
+
+        plot_recalibration(recalibration).savefig(Path(model_dir) / RECALIBRATION_PLOT, dpi=110)
     return recalibration
 
 
 __all__ = [
     "DISCRETE_PARAMS",
+    "RECALIBRATION_PLOT",
     "RECALIBRATION_VIEWS",
     "fit_recalibration",
     "recalibrated_params",
