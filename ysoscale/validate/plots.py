@@ -281,10 +281,11 @@ __all__ = [
 
 def plot_recalibration(recalibration, max_patterns: int = 6) -> Figure:
     """The maps of a :class:`~ysoscale.nn.recalibration.QuantileRecalibration`: per
-    parameter, the held-out PIT quantile ``R^-1`` against the level, one line per
-    condition pattern (the ``max_patterns`` with most stars, and all stars together).
-    Above the diagonal the estimator's posteriors sat too low (truths above their middle),
-    steeper than it in the middle: they were too wide.
+    parameter, how far the held-out PIT quantile ``R^-1(level)`` lies from the level (0: a
+    calibrated estimator), one line per condition pattern (the ``max_patterns`` with most
+    stars, and all stars together). Above zero the truths sat higher in the estimator's
+    posteriors than they should; a line falling through the middle (truths bunched
+    in the middle): posteriors too wide; rising: too narrow.
 
     Examples
     --------
@@ -310,15 +311,15 @@ def plot_recalibration(recalibration, max_patterns: int = 6) -> Figure:
     fig, axes = _grid(len(params), ncols=3, size=(3.4, 3.2))
     grid = np.concatenate([[0.0], recalibration.levels, [1.0]])
     for j, (ax, param) in enumerate(zip(axes, params, strict=True)):
-        ax.plot([0, 1], [0, 1], color="k", lw=1, ls="--")
+        ax.axhline(0.0, color="k", lw=1, ls="--")
         for pattern in shown:
             knots = np.asarray(recalibration.pit_quantiles[pattern])[:, j]
             if not np.all(np.isfinite(knots)):
                 continue  # this pattern uses the map of all stars for the parameter
             style = {"color": "k", "lw": 2} if pattern == ALL_PATTERNS else {"lw": 1.1}
-            ax.plot(grid, np.r_[0.0, knots, 1.0], label=label(pattern), **style)
-        ax.set(xlim=(0, 1), ylim=(0, 1), title=param, xlabel="nominal level",
-               ylabel="held-out PIT quantile")  # fmt: skip
+            ax.plot(grid, np.r_[0.0, knots, 1.0] - grid, label=label(pattern), **style)
+        ax.set(xlim=(0, 1), title=param, xlabel="nominal level",
+               ylabel="held-out PIT quantile − level")  # fmt: skip
     axes[0].legend(fontsize=6, loc="upper left")
-    fig.suptitle("Quantile recalibration maps (R⁻¹): the diagonal is a calibrated estimator")
+    fig.suptitle("Quantile recalibration maps: R⁻¹(level) − level (0: calibrated)")
     return fig
