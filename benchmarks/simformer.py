@@ -256,7 +256,9 @@ def _run(args: argparse.Namespace, work: Path) -> None:
                 # what the kernel does to these samples (infer_arrays, recalibration=)
                 pattern_bits = condition_pattern(mag, err, parallax, parallax_error,
                                                  model.config.bands)  # fmt: skip
+                t0 = time.perf_counter()
                 moved = recalibrations[name].apply(s, pattern_bits, sf_params)
+                entry[f"{name}+recal_s"] = time.perf_counter() - t0
                 recal = moved[..., [sf_params.index(p) for p in PARAMS]]
                 entry[f"{name}+recal"] = _scores(recal, truth, young, PARAMS,
                                                  s[..., sf_params.index("has_disk")],
@@ -414,6 +416,13 @@ def _print_tables(results: dict, args, timings: dict, models: tuple[str, ...]) -
             disk = f"{s['auc_p_disk']:.3f}" if "auc_p_disk" in s else "-"
             print(f"| {pattern} | {entry['n_stars']} | {model} | {mads} | "
                   f"{s['max_coverage_error']:.3f} | {s['auc_p_young']:.3f} | {disk} |")  # fmt: skip
+    for pattern, entry in results.items():
+        for model in models:
+            if f"{model}_s" in entry:  # a recalibration: its time beside the sampling's
+                sampling = entry[f"{model.removesuffix('+recal')}_sample_s"]
+                print(f"{pattern}: {model} moves {entry['n_stars'] / entry[f'{model}_s']:,.0f} "
+                      f"stars/s, sampling ran {entry['n_stars'] / sampling:,.1f} stars/s: "
+                      f"{entry[f'{model}_s'] / sampling:.4f} of the sampling time")  # fmt: skip
     print("\ncoverage error (max over 10 levels) per parameter")
     print("| pattern | model | " + " | ".join(PARAMS) + " |")
     print("|" + "---|" * (len(PARAMS) + 2))
@@ -471,6 +480,10 @@ def _summary(results: dict, timings: dict, args, seconds: float, models: tuple[s
         for model in models:
             s = entry[model]
             out[f"{pattern}/{model}/max_coverage_error"] = round(s["max_coverage_error"], 4)
+            if f"{model}_s" in entry:
+                sampling = entry[f"{model.removesuffix('+recal')}_sample_s"]
+                out[f"{pattern}/{model}/time_ratio_vs_sampling"] = round(
+                    entry[f"{model}_s"] / sampling, 5)  # fmt: skip
             out[f"{pattern}/{model}/max_coverage_error_young"] = round(
                 max(s["coverage_error_young"].values()), 4)  # fmt: skip
             out[f"{pattern}/{model}/auc_p_young"] = round(s["auc_p_young"], 4)

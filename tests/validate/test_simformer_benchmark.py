@@ -70,6 +70,7 @@ def test_given_models_are_scored_on_every_pattern(
     pooled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert pooled["n_test_stars"] > result["n_test_stars"]
     assert "gaia/simformer+recal/max_coverage_error" in pooled
+    assert pooled["gaia/simformer+recal/time_ratio_vs_sampling"] > 0
     assert not any(k.startswith("all+plx") or "residual" in k for k in pooled)
     with pytest.raises(SystemExit):
         benchmark.main(["--simformer", str(simformer), "--patterns", "gaia,nope"])
