@@ -335,11 +335,14 @@ def test_a_model_directory_with_a_recalibration_applies_it(tmp_path, model_dir, 
                           {ALL_PATTERNS: np.zeros(len(params))},
                           fitted_on={"store": "test"}).save(model)  # fmt: skip
     catalog.iloc[:60].to_parquet(tmp_path / "catalog.parquet")
-    runs = {}
+    runs, summaries = {}, {}
     for name, recalibrate in (("moved", True), ("plain", False)):
         report = infer(tmp_path / "catalog.parquet", tmp_path / name, model=model, n_samples=8,
                        workers=0, progress=False, recalibrate=recalibrate)  # fmt: skip
         runs[name] = open_cube(report.cube)
+        summaries[name] = report.summary()
+    assert "recalibrated per condition pattern" in summaries["moved"]
+    assert "recalibrated" not in summaries["plain"]
     record = json.loads(runs["moved"].attrs["run_config"])["recalibration"]
     assert record["store"] == "test" and len(record["sha256"]) == 64
     assert json.loads(runs["plain"].attrs["run_config"])["recalibration"] is None

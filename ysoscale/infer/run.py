@@ -335,6 +335,7 @@ class InferReport:
     n_rows_run: int
     flag_counts: dict[str, int] = field(default_factory=dict)
     n_unplaced: int = 0
+    recalibration: dict | None = None  # run_config's record of the recalibration applied
 
     @property
     def stars_per_s(self) -> float:
@@ -350,6 +351,11 @@ class InferReport:
             f"inferred from their photometry now: {self.n_inferred:,}",
         ]
         lines.append(f"summary catalog: {self.summary_catalog}")
+        if self.recalibration is not None:
+            lines.append(
+                "samples recalibrated per condition pattern by the model's recalibration.json "
+                f"(sha256 {self.recalibration['sha256'][:12]}; --no-recalibration: as drawn)"
+            )
         if self.n_unplaced:
             lines.append(
                 f"{self.n_unplaced:,} row(s) without a usable position: "
@@ -590,6 +596,7 @@ def infer(
         n_rows_run=sum(p.rows for p in parts),
         flag_counts=dict(run.flags),
         n_unplaced=n_unplaced,
+        recalibration=recalibration,
     )
     return report
 
