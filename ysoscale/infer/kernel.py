@@ -10,7 +10,9 @@ Besides the samples, each star gets ``p_young`` (P(age < threshold), from the sa
 ``log10_age``), ``p_disk`` (P(disk), from the samples of ``has_disk``) and its
 ``condition_pattern``: a bit mask of the inputs the estimator was conditioned on, one bit
 per survey of :data:`~ysoscale.simulate.surveys.SURVEYS` then one for the parallax
-(:data:`CONDITION_PATTERN_BITS`, :func:`condition_pattern`).
+(:data:`CONDITION_PATTERN_BITS`, :func:`condition_pattern`). With a model's quantile
+recalibration (:mod:`ysoscale.nn.recalibration`) the samples are moved by the map of that
+pattern before anything is derived from them.
 """
 
 from __future__ import annotations
