@@ -157,6 +157,12 @@ def main(argv: list[str] | None = None) -> None:
         help="score this simformer too, labelled NAME (repeatable)",
     )
     parser.add_argument("--npe", help="set-transformer beside --simformer (default: shipped)")
+    parser.add_argument(
+        "--conditional",
+        action="store_true",
+        help="also coverage per bin of each star's p_young, taken from a second, independent "
+        "draw of samples (doubles the sampling time)",
+    )
     parser.add_argument("--out", help="work directory (default: a temporary one)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, well under a minute")
     args = parser.parse_args(argv)
@@ -236,7 +242,13 @@ def _run(args: argparse.Namespace, work: Path) -> None:
                                 n_samples=args.samples)  # fmt: skip
         entry["npe_sample_s"] = time.perf_counter() - t0
         samples = samples.numpy()[..., npe_params]
-        entry["npe"] = _scores(samples, truth, young, PARAMS, None, None)
+        binning = None
+        if args.conditional:  # p_young of independent draws (see coverage_by_p_young)
+            torch.manual_seed(2)
+            again, _ = npe.sample(npe_view(mag), npe_view(err), parallax, parallax_error,
+                                  n_samples=args.samples)  # fmt: skip
+            binning = p_young(again.numpy()[..., npe.config.params.index("log10_age")])
+        entry["npe"] = _scores(samples, truth, young, PARAMS, None, None, binning)
         if plx:
             entry["npe"]["distance_by_snr"] = distance_by_snr(samples, truth, parallax,
                                                               parallax_error)  # fmt: skip
@@ -247,8 +259,15 @@ def _run(args: argparse.Namespace, work: Path) -> None:
             entry[f"{name}_sample_s"] = time.perf_counter() - t0
             s = s.numpy()
             picked = s[..., [sf_params.index(p) for p in PARAMS]]
+            again = binning = None
+            if args.conditional:
+                torch.manual_seed(2)
+                again = model.sample(mag, err, parallax, parallax_error,
+                                     n_samples=args.samples)[0].numpy()  # fmt: skip
+                binning = p_young(again[..., sf_params.index("log10_age")])
             entry[name] = _scores(picked, truth, young, PARAMS,
-                                  s[..., sf_params.index("has_disk")], disk_all[rows])  # fmt: skip
+                                  s[..., sf_params.index("has_disk")], disk_all[rows],
+                                  binning)  # fmt: skip
             if plx:
                 entry[name]["distance_by_snr"] = distance_by_snr(picked, truth, parallax,
                                                                  parallax_error)  # fmt: skip
@@ -260,9 +279,12 @@ def _run(args: argparse.Namespace, work: Path) -> None:
                 moved = recalibrations[name].apply(s, pattern_bits, sf_params)
                 entry[f"{name}+recal_s"] = time.perf_counter() - t0
                 recal = moved[..., [sf_params.index(p) for p in PARAMS]]
+                if again is not None:
+                    moved_again = recalibrations[name].apply(again, pattern_bits, sf_params)
+                    binning = p_young(moved_again[..., sf_params.index("log10_age")])
                 entry[f"{name}+recal"] = _scores(recal, truth, young, PARAMS,
                                                  s[..., sf_params.index("has_disk")],
-                                                 disk_all[rows])  # fmt: skip
+                                                 disk_all[rows], binning)  # fmt: skip
                 if plx:
                     entry[f"{name}+recal"]["distance_by_snr"] = distance_by_snr(
                         recal, truth, parallax, parallax_error)  # fmt: skip
@@ -372,10 +394,12 @@ def coverage_by_p_young(samples, truth, probability) -> dict[str, tuple[int, flo
     """``{bin: (stars, worst coverage error, log10_age's)}`` per :data:`P_YOUNG_BINS` bin.
 
     A calibrated posterior is calibrated given the data, hence given anything computed from
-    them, such as the star's own p_young: this checks calibration where the young-star
-    census draws its line. (Binned by the *true* age it would not be: a calibrated
-    posterior pulls the truths of the youngest stars towards the prior's older ages, so
-    those truths sit low in their posteriors by construction.)
+    them alone, such as a p_young from draws independent of ``samples`` (``probability``):
+    this checks calibration where the young-star census draws its line. Binned by the
+    *true* age it would not be (a calibrated posterior pulls the truths of the youngest
+    stars towards the prior's older ages, so those sit low in their posteriors by
+    construction), nor by the p_young of ``samples`` themselves (a bin of high p_young
+    picks sample sets that happened to come out young, with the truth above them).
     """
     out = {}
     for label, (lo, hi) in P_YOUNG_BINS.items():
@@ -405,18 +429,18 @@ def distance_by_snr(samples, truth, parallax, parallax_error) -> dict[str, tuple
     return out
 
 
-def _scores(samples, truth, young, params, disk_samples, disk_truth) -> dict:
+def _scores(samples, truth, young, params, disk_samples, disk_truth, binning=None) -> dict:
     cov = coverage_error(samples, truth)
     mad = np.median(np.abs(np.median(samples, axis=1) - truth), axis=0)
     age = samples[..., params.index("log10_age")]
-    probability = p_young(age)
     out = {
         "coverage_error": dict(zip(params, cov.round(4).tolist(), strict=True)),
         "max_coverage_error": float(cov.max()),
         "mad": dict(zip(params, mad.round(4).tolist(), strict=True)),
-        "auc_p_young": roc_auc(probability, young),
-        "by_p_young": coverage_by_p_young(samples, truth, probability),
+        "auc_p_young": roc_auc(p_young(age), young),
     }
+    if binning is not None:
+        out["by_p_young"] = coverage_by_p_young(samples, truth, binning)
     if disk_samples is not None:
         out["auc_p_disk"] = roc_auc(p_disk(disk_samples), disk_truth)
     return out
@@ -454,11 +478,13 @@ def _print_tables(results: dict, args, timings: dict, models: tuple[str, ...]) -
         for model in models:
             cov = " | ".join(f"{entry[model]['coverage_error'][p]:.3f}" for p in PARAMS)
             print(f"| {pattern} | {model} | {cov} |")
-    print("\ncoverage error (max over 10 levels and parameters) by the star's own p_young "
-          "[stars]; log10_age's in brackets")  # fmt: skip
-    print("| pattern | model | " + " | ".join(f"p_young {b}" for b in P_YOUNG_BINS) + " |")
-    print("|" + "---|" * (len(P_YOUNG_BINS) + 2))
-    for pattern, entry in results.items():
+    conditional = any("by_p_young" in entry["npe"] for entry in results.values())
+    if conditional:
+        print("\ncoverage error (max over 10 levels and parameters) by the star's p_young "
+              "from independent draws [stars]; log10_age's in brackets")  # fmt: skip
+        print("| pattern | model | " + " | ".join(f"p_young {b}" for b in P_YOUNG_BINS) + " |")
+        print("|" + "---|" * (len(P_YOUNG_BINS) + 2))
+    for pattern, entry in results.items() if conditional else ():
         for model in models:
             cells = " | ".join(
                 f"{worst:.3f} ({age:.3f}) [{n}]"
@@ -511,7 +537,7 @@ def _summary(results: dict, timings: dict, args, seconds: float, models: tuple[s
                 sampling = entry[f"{model.removesuffix('+recal')}_sample_s"]
                 out[f"{pattern}/{model}/time_ratio_vs_sampling"] = round(
                     entry[f"{model}_s"] / sampling, 5)  # fmt: skip
-            for label, (_, worst, _) in s["by_p_young"].items():
+            for label, (_, worst, _) in s.get("by_p_young", {}).items():
                 out[f"{pattern}/{model}/coverage_error_p_young_{label}"] = worst
             out[f"{pattern}/{model}/auc_p_young"] = round(s["auc_p_young"], 4)
             out[f"{pattern}/{model}/mad_log10_age"] = s["mad"]["log10_age"]

@@ -66,11 +66,13 @@ def test_given_models_are_scored_on_every_pattern(
     # a second store's stars follow the first's; one pattern scored, no residuals
     benchmark.main(["--simformer", str(simformer), "--npe", str(npe), "--heldout", str(store),
                     "--heldout", str(store), "--n-test", "450", "--patterns", "gaia",
-                    "--samples", "4", "--steps", "1"])  # fmt: skip
+                    "--samples", "4", "--steps", "1", "--conditional"])  # fmt: skip
     pooled = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert pooled["n_test_stars"] > result["n_test_stars"]
     assert "gaia/simformer+recal/max_coverage_error" in pooled
     assert pooled["gaia/simformer+recal/time_ratio_vs_sampling"] > 0
+    assert "gaia/simformer+recal/coverage_error_p_young_<0.1" in pooled
+    assert "gaia/npe/coverage_error_p_young_<0.1" not in result  # without --conditional
     assert not any(k.startswith("all+plx") or "residual" in k for k in pooled)
     with pytest.raises(SystemExit):
         benchmark.main(["--simformer", str(simformer), "--patterns", "gaia,nope"])
